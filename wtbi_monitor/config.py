@@ -1,0 +1,279 @@
+"""One frozen, typed settings tree for every command and the daemon.
+
+Sources, highest priority first: keyword arguments (the command line), environment
+variables (prefix ``WTBI_``, ``__`` between nesting levels, e.g.
+``WTBI_TRAINING__EPOCHS=5``), the TOML file (``configs/default.toml`` unless another is
+named), then the defaults below. The tree is built once in the command line and each
+component receives only its own section. docs/configuration.md lists every setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from wtbi_monitor.domain import DEFAULT_CHANNELS
+from wtbi_monitor.errors import ConfigurationError
+
+FamilyName = Literal[
+    "iae_lstm_kl",
+    "iae_kl",
+    "iae_lstm",
+    "dlsvdd",
+    "dlsvdd_kl",
+    "dsvdd_kl",
+    "deep_svdd",
+    "iaead",
+    "cae",
+    "toll",
+    "ae",
+    "deep_ae",
+    "vae",
+    "memae",
+    "lsa",
+    "gaussian_ad",
+    "pca",
+    "iforest",
+    "power_curve_rule",
+]
+Objective = Literal["hard", "soft"]
+Preset = Literal["paper", "small"]
+DeviceName = Literal["auto", "cpu", "cuda"]
+
+
+class _Section(BaseModel):
+    """Base of every settings section: immutable, unknown keys are errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PreprocessingSettings(_Section):
+    """How raw readings become windows (model-spec section 1, domain 'Segments and gaps')."""
+
+    channels: tuple[str, ...] = DEFAULT_CHANNELS
+    smoothing_length: int = Field(default=11, ge=1, description="centred moving-average length")
+    window_length: int = Field(default=26, ge=2, description="smoothed samples per window")
+    stride: int = Field(default=1, ge=1, description="step between windows in batch mode")
+    nominal_interval_s: float = Field(default=7.0, gt=0)
+    gap_factor: float = Field(
+        default=3.0, gt=1.0, description="a time step above gap_factor x interval starts a segment"
+    )
+
+    @field_validator("smoothing_length")
+    @classmethod
+    def _odd_smoothing(cls, value: int) -> int:
+        if value % 2 == 0:
+            msg = f"smoothing_length must be odd for a centred average, got {value}"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("channels")
+    @classmethod
+    def _unique_channels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value) or not value:
+            msg = "channels must be a non-empty list of distinct names"
+            raise ValueError(msg)
+        return value
+
+    @property
+    def max_gap_ms(self) -> int:
+        """Largest time step (ms) that does not start a new segment."""
+        return round(self.gap_factor * self.nominal_interval_s * 1000)
+
+    @property
+    def raw_span(self) -> int:
+        """Raw readings covered by one window: smoothing_length + window_length - 1."""
+        return self.smoothing_length + self.window_length - 1
+
+
+class ModelSettings(_Section):
+    """Which detector, how big, where it runs, and its loss weights."""
+
+    family: FamilyName = "iae_lstm_kl"
+    objective: Objective = "soft"
+    preset: Preset = "paper"
+    device: DeviceName = "auto"
+    lambda_rec: float = Field(default=1.0, ge=0, description="weight of the reconstruction loss")
+    lambda_kl: float = Field(default=0.1, ge=0, description="weight of the KL penalty")
+    nu: float = Field(default=0.1, gt=0, lt=1, description="soft-boundary outlier fraction")
+    toll_beta: float = Field(default=0.01, ge=0, description="Toll latent-norm weight")
+    threshold_override: float | None = Field(
+        default=None, description="use this threshold instead of the bundle's calibrated one"
+    )
+
+
+class TrainingSettings(_Section):
+    """Optimisation, validation split, subsampling and threshold calibration."""
+
+    seed: int = 0
+    batch_size: int = Field(default=128, ge=2)
+    pretrain_epochs: int = Field(default=10, ge=0)
+    epochs: int = Field(default=50, ge=1)
+    learning_rate: float = Field(default=1e-4, gt=0)
+    weight_decay: float = Field(default=5e-7, ge=0)
+    amsgrad: bool = True
+    lr_milestones: tuple[int, ...] = ()
+    lr_gamma: float = Field(default=0.1, gt=0, le=1)
+    warmup_epochs: int = Field(default=10, ge=0, description="soft boundary: epochs before R moves")
+    patience: int = Field(default=8, ge=1, description="early stopping on validation loss")
+    validation_fraction: float = Field(default=0.2, gt=0, lt=1)
+    max_train_windows: int = Field(
+        default=30_000, ge=100, description="random subsample of stride-1 training windows"
+    )
+    max_validation_windows: int = Field(default=20_000, ge=100)
+    min_train_windows: int = Field(default=200, ge=1)
+    target_fpr: float = Field(default=0.001, gt=0, lt=0.5)
+
+
+class AlarmSettings(_Section):
+    """The alarm state machine: on-delay, off-delay, hysteresis, gates (domain 'Alarms')."""
+
+    on_k: int = Field(default=8, ge=1, description="raise when k of the last n windows are above")
+    on_n: int = Field(default=12, ge=1)
+    off_n: int = Field(default=26, ge=1, description="clear after n windows below the clear level")
+    hysteresis: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="clear level = threshold - hysteresis x (threshold - median normal score)",
+    )
+    top_channels: int = Field(default=3, ge=1)
+    temperature_gate_c: float | None = Field(
+        default=None, description="suppress raising above this ambient temperature (physical units)"
+    )
+    stopped_power_kw: float | None = Field(
+        default=None,
+        description="suppress raising while mean power is below this (turbine stopped)",
+    )
+    stopped_wind_ms: float = Field(
+        default=3.0, description="...and wind is below this (stopped for lack of wind, not ice)"
+    )
+    temperature_channel: str = "environment_tmp"
+    power_channel: str = "power"
+    wind_channel: str = "wind_speed"
+
+    @model_validator(mode="after")
+    def _k_within_n(self) -> Self:
+        if self.on_k > self.on_n:
+            msg = f"alarm.on_k ({self.on_k}) must not exceed alarm.on_n ({self.on_n})"
+            raise ValueError(msg)
+        return self
+
+
+class SimulationSettings(_Section):
+    """The synthetic farm written by `wtbi-monitor simulate`."""
+
+    turbines: int = Field(default=4, ge=1, le=999)
+    days: float = Field(default=28.0, gt=0)
+    interval_s: float = Field(default=7.0, gt=0)
+    seed: int = 7
+    start: str = "2015-11-01T00:00:00"
+    icing_episodes_per_turbine_week: float = Field(default=2.0, ge=0)
+    anemometer_icing_fraction: float = Field(default=0.2, ge=0, le=1)
+    missing_sample_fraction: float = Field(default=0.01, ge=0, lt=0.5)
+    gaps_per_turbine_week: float = Field(default=2.0, ge=0)
+    stops_per_turbine_week: float = Field(default=1.0, ge=0)
+    curtailment_per_turbine_week: float = Field(default=1.5, ge=0)
+    rated_power_kw: float = Field(default=1500.0, gt=0)
+    file_format: Literal["csv", "parquet"] = "csv"
+
+
+class EvaluationSettings(_Section):
+    """Protocols of docs/domain 'Evaluation protocols'."""
+
+    families: tuple[str, ...] = ("iae_lstm_kl:soft", "iae_lstm_kl:hard")
+    train_fraction: float = Field(default=0.5, gt=0, lt=1)
+    validation_fraction: float = Field(default=0.15, gt=0, lt=1)
+    paper_test_fraction: float = Field(default=0.3, gt=0, lt=1)
+    max_test_windows: int = Field(
+        default=60_000, ge=100, description="paper protocol: random subsample of test windows"
+    )
+    timeline_turbines: int = Field(default=2, ge=0)
+    single_channels: tuple[str, ...] = ("environment_tmp", "power", "wind_speed", "acc_x")
+
+    @model_validator(mode="after")
+    def _fractions(self) -> Self:
+        if self.train_fraction + self.validation_fraction >= 1:
+            msg = "evaluation.train_fraction + validation_fraction must leave a test part"
+            raise ValueError(msg)
+        return self
+
+
+class LoggingSettings(_Section):
+    """structlog output."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Settings(BaseSettings):
+    """The whole configuration tree."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WTBI_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    preprocessing: PreprocessingSettings = PreprocessingSettings()
+    model: ModelSettings = ModelSettings()
+    training: TrainingSettings = TrainingSettings()
+    alarm: AlarmSettings = AlarmSettings()
+    simulation: SimulationSettings = SimulationSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
+    logging: LoggingSettings = LoggingSettings()
+    models_dir: Path = Path("models")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments beat environment, environment beats the TOML file."""
+        del dotenv_settings, file_secret_settings  # not used: one file, plus the environment
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+DEFAULT_CONFIG = Path("configs/default.toml")
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings tree from a TOML file, the environment and explicit overrides.
+
+    Args:
+        config_file: TOML file to read; `configs/default.toml` when it exists and none is
+            given; no file at all otherwise (defaults and environment only).
+        **overrides: section dictionaries that take precedence over everything else.
+
+    Returns:
+        The frozen settings tree.
+    """
+    path = config_file
+    if path is None and DEFAULT_CONFIG.is_file():
+        path = DEFAULT_CONFIG
+    if path is not None and not path.is_file():
+        msg = f"configuration file not found: {path}"
+        raise ConfigurationError(msg)
+
+    class _FromFile(Settings):
+        model_config = SettingsConfigDict(toml_file=path)
+
+    return _FromFile(**overrides)
+
+
+def masked(secret: SecretStr | None) -> str:
+    """Render a secret for logs: never its value."""
+    return "" if secret is None or not secret.get_secret_value() else "**********"
