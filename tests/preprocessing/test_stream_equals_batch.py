@@ -1,0 +1,77 @@
+"""The streaming path gives exactly the batch path's windows and timestamps."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from wtbi_monitor.preprocessing import StreamState, window_series
+
+S, L, C = 5, 4, 3  # small sizes keep examples short; the maths is size-independent
+MAX_GAP = 3_000
+
+
+@st.composite
+def turbine_streams(draw: st.DrawFn) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Several turbines, each with segments of random length separated by gaps or group changes."""
+    n_turbines = draw(st.integers(1, 3))
+    out = {}
+    for t in range(n_turbines):
+        seg_lengths = draw(st.lists(st.integers(0, 20), min_size=1, max_size=5))
+        times, groups = [], []
+        now, group = draw(st.integers(0, 10_000)), 0
+        for length in seg_lengths:
+            for _ in range(length):
+                times.append(now)
+                groups.append(group)
+                now += draw(st.integers(1, MAX_GAP))  # within a segment: never above the limit
+            if draw(st.booleans()):
+                now += MAX_GAP + draw(st.integers(1, 50_000))  # a time gap
+            else:
+                group += 1  # a group change without a gap
+        rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+        values = rng.normal(size=(len(times), C)) * 10.0 ** rng.integers(-3, 4, size=C)
+        out[f"T{t}"] = (np.array(times, dtype=np.int64), values, np.array(groups, dtype=np.int64))
+    return out
+
+
+@given(
+    streams=turbine_streams(),
+    stride=st.integers(1, 3),
+    order_seed=st.integers(0, 2**32 - 1),
+    max_chunk=st.integers(1, 9),
+)
+@settings(max_examples=150, deadline=None)
+def test_stream_equals_batch(streams, stride, order_seed, max_chunk):
+    expected = {
+        tid: window_series(
+            t, v, g, smoothing_length=S, window_length=L, max_gap_ms=MAX_GAP, stride=stride
+        )
+        for tid, (t, v, g) in streams.items()
+    }
+    # Interleave the turbines in a random order, in chunks of random size (micro-batches).
+    rng = np.random.default_rng(order_seed)
+    cursor = dict.fromkeys(streams, 0)
+    states = {tid: StreamState(C, S, L, MAX_GAP, stride=stride) for tid in streams}
+    got_times: dict[str, list[int]] = {tid: [] for tid in streams}
+    got_values: dict[str, list[np.ndarray]] = {tid: [] for tid in streams}
+    while any(cursor[tid] < len(streams[tid][0]) for tid in streams):
+        live = [tid for tid in streams if cursor[tid] < len(streams[tid][0])]
+        tid = live[int(rng.integers(len(live)))]
+        t, v, g = streams[tid]
+        a = cursor[tid]
+        b = min(len(t), a + int(rng.integers(1, max_chunk + 1)))
+        if b - a == 1 and rng.random() < 0.5:
+            window = states[tid].push(int(t[a]), v[a], int(g[a]))
+            if window is not None:
+                got_times[tid].append(window.time_ms)
+                got_values[tid].append(window.values[None])
+        else:
+            out = states[tid].push_many(t[a:b], v[a:b], g[a:b])
+            got_times[tid].extend(out.time_ms.tolist())
+            got_values[tid].append(out.values)
+        cursor[tid] = b
+    for tid, series in expected.items():
+        assert got_times[tid] == series.time_ms.tolist()
+        values = np.concatenate(got_values[tid]) if got_values[tid] else np.empty((0, L, C))
+        np.testing.assert_array_equal(values, series.windows())  # exact, not approximate
