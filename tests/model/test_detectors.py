@@ -1,0 +1,105 @@
+"""The invariants of the detectors (conventions #13)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tests.conftest import TINY_FIT, fit_small
+from wtbi_monitor.config import ModelSettings
+from wtbi_monitor.errors import NotFittedError
+from wtbi_monitor.model import FAMILIES, build_detector
+from wtbi_monitor.model.neural import SVDDDetector, update_radius
+
+
+def test_score_of_a_window_does_not_depend_on_its_batch(soft_iae, tiny_windows):
+    _, held_out = tiny_windows
+    batch = held_out[:64]
+    together = soft_iae.score(batch)
+    alone = np.array([soft_iae.score(batch[i : i + 1])[0] for i in range(0, 64, 9)])
+    np.testing.assert_allclose(alone, together[::9], rtol=1e-4, atol=1e-6)
+    order = np.random.default_rng(3).permutation(64)
+    np.testing.assert_allclose(soft_iae.score(batch[order]), together[order], rtol=1e-4, atol=1e-6)
+    mixed = np.concatenate([held_out[100:150], batch[:5]])
+    np.testing.assert_allclose(soft_iae.score(mixed)[-5:], together[:5], rtol=1e-4, atol=1e-6)
+
+
+def test_scores_are_not_constant_on_held_out_data(soft_iae, tiny_windows):
+    _, held_out = tiny_windows
+    scores = soft_iae.score(held_out)
+    assert np.std(scores) > 1e-3 * (np.abs(np.mean(scores)) + 1e-3)
+    assert np.unique(np.round(scores, 6)).size > held_out.shape[0] // 2
+
+
+def test_centre_components_are_at_least_point_one(soft_iae):
+    c = soft_iae.center_
+    assert torch.isfinite(c).all()
+    assert bool((c.abs() >= 0.1).all())
+
+
+def test_soft_radius_is_the_one_minus_nu_quantile_after_an_epoch(tiny_windows):
+    train, _ = tiny_windows
+    detector = build_detector(
+        "iae_lstm_kl:soft", ModelSettings(preset="small", nu=0.2), window_length=26, n_channels=26
+    )
+    assert isinstance(detector, SVDDDetector)
+    seen: list[torch.Tensor] = []
+    original = detector.end_epoch
+
+    def spy(epoch: int, distances: torch.Tensor | None) -> None:
+        assert distances is not None
+        seen.append(distances.clone())
+        original(epoch, distances)
+
+    detector.end_epoch = spy  # type: ignore[method-assign]
+    config = TINY_FIT.__class__(
+        **{**TINY_FIT.__dict__, "epochs": 1, "warmup_epochs": 0, "pretrain_epochs": 1}
+    )
+    detector.fit(train[:300], None, config)
+    expected = float(torch.quantile(seen[-1].sqrt(), 0.8))
+    assert detector.radius_ == pytest.approx(expected, rel=1e-6)
+    assert update_radius(seen[-1], 0.2) == pytest.approx(expected, rel=1e-6)
+    inside = (seen[-1].sqrt() <= detector.radius_).float().mean().item()
+    assert inside == pytest.approx(0.8, abs=0.01)
+
+
+def test_hard_boundary_has_zero_radius(tiny_windows):
+    train, held_out = tiny_windows
+    detector = fit_small("deep_svdd:hard", train, held_out)
+    assert detector.radius_ == 0.0  # type: ignore[attr-defined]
+    assert np.all(detector.score(held_out) >= 0)
+
+
+@pytest.mark.parametrize("member", sorted(FAMILIES))
+def test_every_core_family_member_fits_and_scores(member, tiny_windows):
+    train, held_out = tiny_windows
+    detector = fit_small(member, train[:256], held_out[:128], toll_beta=0.01)
+    scores = detector.score(held_out[:128])
+    assert scores.shape == (128,)
+    assert np.all(np.isfinite(scores))
+    assert np.std(scores) > 0
+    details = detector.score_details(held_out[:4])
+    if detector.has_decoder:
+        assert details.channel_error is not None
+        assert details.channel_error.shape == (4, 26)
+    else:
+        assert details.channel_error is None
+
+
+def test_unfitted_detector_refuses_to_score(tiny_windows):
+    detector = build_detector("cae", ModelSettings(preset="small"), window_length=26, n_channels=26)
+    with pytest.raises(NotFittedError, match="not fitted"):
+        detector.score(tiny_windows[1][:2])
+
+
+def test_threshold_and_tail_probability(soft_iae, tiny_windows):
+    _, held_out = tiny_windows
+    scores = soft_iae.score(held_out)
+    assert np.mean(scores > soft_iae.threshold_) <= 0.02  # calibrated at 1 % on these windows
+    tail = soft_iae.tail_probability(
+        np.array([soft_iae.threshold_, scores.max() + 1, scores.min()])
+    )
+    assert tail[1] == 0.0
+    assert tail[2] == 1.0
+    assert 0 < tail[0] <= 0.02
+    assert soft_iae.predict(held_out).mean() == pytest.approx(np.mean(scores > soft_iae.threshold_))

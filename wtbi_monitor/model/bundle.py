@@ -1,0 +1,264 @@
+"""Model bundles: a folder per trained model with weights.safetensors and manifest.json.
+
+The manifest holds everything inference needs besides the tensors (family and
+hyperparameters, channel list and preprocessing parameters, scaler, threshold, training
+summary, validation metrics, versions, creation time) and the SHA-256 of the weights file.
+Loading verifies that hash and refuses a bundle trained for other channels or other
+preprocessing than configured, naming what differs. No pickle anywhere: safetensors holds
+plain tensors, JSON holds the rest.
+
+A loaded `Bundle` is also the scorer used by every path (score, evaluate, replay, serve):
+raw smoothed windows in, scaled and scored windows out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import torch
+from numpy.typing import NDArray
+from safetensors.torch import load_file, save_file
+
+from wtbi_monitor import __version__
+from wtbi_monitor.config import PreprocessingSettings
+from wtbi_monitor.errors import BundleError, BundleIntegrityError, BundleMismatchError
+from wtbi_monitor.model.detector import Detector
+from wtbi_monitor.model.registry import detector_from_manifest, detector_kind
+from wtbi_monitor.preprocessing import MinMaxScaler
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "weights.safetensors"
+MANIFEST_FILE = "manifest.json"
+#: Preprocessing fields that must match between a bundle and the configuration.
+_CHECKED = ("channels", "smoothing_length", "window_length", "nominal_interval_s", "gap_factor")
+
+
+def preprocessing_record(p: PreprocessingSettings) -> dict[str, Any]:
+    """The preprocessing parameters a bundle depends on, JSON-ready."""
+    return {
+        "channels": list(p.channels),
+        "smoothing_length": p.smoothing_length,
+        "window_length": p.window_length,
+        "nominal_interval_s": p.nominal_interval_s,
+        "gap_factor": p.gap_factor,
+    }
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ScoredWindows:
+    """A bundle's verdict on a batch of windows.
+
+    Attributes:
+        score: float64 (n,).
+        tail_probability: float64 (n,).
+        channel_error: float64 (n, C) or None.
+        clip_fraction: float64 (n,), share of each window's values clipped by the scaler.
+        channel_means: float64 (n, C), unscaled mean of each channel over each window
+            (the alarm gates read temperature, power and wind from it).
+    """
+
+    score: NDArray[np.float64]
+    tail_probability: NDArray[np.float64]
+    channel_error: NDArray[np.float64] | None
+    clip_fraction: NDArray[np.float64]
+    channel_means: NDArray[np.float64]
+
+
+@dataclass
+class Bundle:
+    """A loaded (or freshly trained) model with its scaler and manifest."""
+
+    path: Path | None
+    manifest: dict[str, Any]
+    detector: Detector
+    scaler: MinMaxScaler
+    threshold_override: float | None = None
+
+    @property
+    def name(self) -> str:
+        """Bundle name (its folder name when saved)."""
+        return str(self.manifest["name"])
+
+    @property
+    def version(self) -> str:
+        """Name plus the first 12 hex digits of the weights hash: what alarm ids depend on."""
+        return f"{self.name}@{str(self.manifest.get('weights_sha256', 'unsaved'))[:12]}"
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The channel list the model was trained on, in order."""
+        return tuple(self.manifest["preprocessing"]["channels"])
+
+    @property
+    def threshold(self) -> float:
+        """The threshold in force: configuration override, else the calibrated one."""
+        if self.threshold_override is not None:
+            return self.threshold_override
+        return self.detector.threshold_
+
+    @property
+    def median_normal_score(self) -> float:
+        """Median validation normal score (reference of the alarm hysteresis band)."""
+        return self.detector.median_normal_score_
+
+    def check_preprocessing(self, expected: PreprocessingSettings) -> None:
+        """Raise `BundleMismatchError` naming every preprocessing field that differs."""
+        saved = self.manifest["preprocessing"]
+        wanted = preprocessing_record(expected)
+        diffs = []
+        for key in _CHECKED:
+            if saved.get(key) != wanted[key]:
+                if key == "channels":
+                    s, w = list(saved.get(key, [])), wanted[key]
+                    missing = [c for c in s if c not in w]
+                    extra = [c for c in w if c not in s]
+                    detail = (
+                        f"missing {missing}, extra {extra}" if missing or extra else "order differs"
+                    )
+                    diffs.append(f"channels ({detail})")
+                else:
+                    diffs.append(f"{key} (bundle {saved.get(key)!r}, configured {wanted[key]!r})")
+        if diffs:
+            where = self.path or self.name
+            msg = f"bundle {where} does not match the configuration: " + "; ".join(diffs)
+            raise BundleMismatchError(msg)
+
+    def score_windows(
+        self, raw_windows: NDArray[np.float64], *, with_channels: bool = True
+    ) -> ScoredWindows:
+        """Scale, clip and score smoothed raw windows of shape (n, L, C)."""
+        n = raw_windows.shape[0]
+        scaled, _ = self.scaler.transform(raw_windows)
+        outside = (raw_windows < self.scaler.minimum) | (raw_windows > self.scaler.maximum)
+        clip = outside.reshape(n, -1).mean(axis=1) if n else np.empty(0)
+        out = self.detector.score_details(scaled, with_channels=with_channels)
+        return ScoredWindows(
+            score=out.score,
+            tail_probability=self.detector.tail_probability(out.score),
+            channel_error=out.channel_error,
+            clip_fraction=clip.astype(np.float64),
+            channel_means=raw_windows.mean(axis=1) if n else np.empty((0, raw_windows.shape[-1])),
+        )
+
+
+def build_manifest(
+    *,
+    name: str,
+    member: str,
+    detector: Detector,
+    scaler: MinMaxScaler,
+    preprocessing: PreprocessingSettings,
+    training: dict[str, Any],
+    validation: dict[str, Any],
+) -> dict[str, Any]:
+    """The manifest of a freshly trained bundle (the weights hash is added on save)."""
+    hyper = detector.hyperparameters()
+    manifest: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "member": member,
+        "family": hyper.get("family", detector.family),
+        "kind": detector_kind(detector),
+        "hyperparameters": hyper,
+        "preprocessing": preprocessing_record(preprocessing),
+        "scaler": scaler.to_json(),
+        "threshold": detector.threshold_,
+        "target_fpr": detector.target_fpr_,
+        "median_normal_score": detector.median_normal_score_,
+        "training": training,
+        "validation": validation,
+        "package_version": __version__,
+        "torch_version": torch.__version__,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    center = getattr(detector, "center_", None)
+    if isinstance(center, torch.Tensor):
+        manifest["center"] = [round(float(v), 6) for v in center.cpu()]
+        manifest["radius"] = float(getattr(detector, "radius_", math.nan))
+    return manifest
+
+
+def save_bundle(folder: Path, bundle: Bundle) -> Path:
+    """Write weights.safetensors and manifest.json (with the weights' hash) to `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / WEIGHTS_FILE
+    save_file(bundle.detector.state_tensors(), str(weights))
+    bundle.manifest["weights_sha256"] = sha256_file(weights)
+    (folder / MANIFEST_FILE).write_bytes(
+        orjson.dumps(bundle.manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+    )
+    bundle.path = folder
+    return folder
+
+
+def load_bundle(
+    folder: Path,
+    *,
+    device: torch.device | None = None,
+    expected: PreprocessingSettings | None = None,
+    threshold_override: float | None = None,
+) -> Bundle:
+    """Load, verify and (optionally) check a bundle against the configured preprocessing.
+
+    Raises:
+        BundleError: files missing or unreadable.
+        BundleIntegrityError: the weights' hash differs from the manifest's.
+        BundleMismatchError: channels or preprocessing differ from `expected`.
+    """
+    manifest_path, weights = folder / MANIFEST_FILE, folder / WEIGHTS_FILE
+    if not manifest_path.is_file() or not weights.is_file():
+        msg = f"{folder} is not a model bundle (needs {MANIFEST_FILE} and {WEIGHTS_FILE})"
+        raise BundleError(msg)
+    try:
+        manifest = orjson.loads(manifest_path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        msg = f"{manifest_path}: not valid JSON ({exc})"
+        raise BundleError(msg) from exc
+    if manifest.get("format_version") != FORMAT_VERSION:
+        msg = (
+            f"{folder}: bundle format {manifest.get('format_version')!r}, expected {FORMAT_VERSION}"
+        )
+        raise BundleError(msg)
+    actual = sha256_file(weights)
+    if actual != manifest.get("weights_sha256"):
+        msg = (
+            f"{weights}: content hash {actual[:16]}... does not match the manifest's "
+            f"{str(manifest.get('weights_sha256'))[:16]}...; the bundle was modified or corrupted"
+        )
+        raise BundleIntegrityError(msg)
+    detector = detector_from_manifest(manifest["kind"], manifest["hyperparameters"])
+    detector.to(device or torch.device("cpu"))
+    try:
+        detector.load_state_tensors(load_file(str(weights)))
+    except (RuntimeError, KeyError) as exc:
+        msg = f"{weights}: tensors do not fit the manifest's network ({exc})"
+        raise BundleError(msg) from exc
+    detector.set_calibration(
+        detector.calibration_scores_, float(manifest["threshold"]), float(manifest["target_fpr"])
+    )
+    bundle = Bundle(
+        path=folder,
+        manifest=manifest,
+        detector=detector,
+        scaler=MinMaxScaler.from_json(manifest["scaler"]),
+        threshold_override=threshold_override,
+    )
+    if expected is not None:
+        bundle.check_preprocessing(expected)
+    return bundle

@@ -1,0 +1,219 @@
+"""The one detector contract every family member follows (PyOD style).
+
+`fit(train, validation)` returns the detector; `score(windows)` gives one float per window
+(higher = more anomalous); `calibrate(validation)` stores a threshold at a target false-
+positive rate and the validation scores behind the tail probability; `predict` compares
+with the stored `threshold_`. Fitted state ends in `_`; using an unfitted detector raises
+`NotFittedError`. Everything a detector needs for inference is returned by
+`state_tensors()` (weights, centre, radius, calibration scores) and `hyperparameters()`
+(JSON), which is what a bundle saves: no pickling.
+
+Windows given to a detector are already scaled: float32 arrays of shape (N, L, C).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from wtbi_monitor.errors import NotFittedError
+from wtbi_monitor.model.trainer import FitConfig, ProgressCallback
+
+F32 = NDArray[np.float32]
+F64 = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class ScoreOutput:
+    """Scores of a batch of windows.
+
+    Attributes:
+        score: float64 (N,), higher is more anomalous.
+        channel_error: float64 (N, C) per-channel reconstruction error, or None when the
+            model has no decoder (or it was not asked for).
+    """
+
+    score: F64
+    channel_error: F64 | None = None
+
+
+def threshold_at_fpr(validation_scores: F64, target_fpr: float) -> float:
+    """The (1 - target_fpr) quantile of validation normal scores (model-spec section 6)."""
+    if validation_scores.size == 0:
+        msg = "cannot calibrate a threshold without validation scores"
+        raise NotFittedError(msg)
+    return float(np.quantile(validation_scores, 1.0 - target_fpr))
+
+
+def tail_probability(sorted_scores: F64, scores: F64) -> F64:
+    """Fraction of (sorted) validation normal scores >= each score: a calibrated p-value."""
+    n = sorted_scores.shape[0]
+    if n == 0:
+        return np.full(scores.shape, np.nan)
+    out: F64 = (n - np.searchsorted(sorted_scores, scores, side="left")) / n
+    return out
+
+
+class Detector(ABC):
+    """Base class of all detectors."""
+
+    #: family name as in model-spec section 7 (e.g. "iae_lstm_kl").
+    family: ClassVar[str] = ""
+
+    def __init__(self) -> None:
+        self.threshold_: float = math.nan
+        self.calibration_scores_: F64 = np.empty(0)
+        self.channel_reference_: F64 | None = None
+        self.target_fpr_: float = math.nan
+        self.fitted_: bool = False
+
+    # -- to implement ---------------------------------------------------------------
+
+    @abstractmethod
+    def _fit(
+        self,
+        train: F32,
+        validation: F32 | None,
+        config: FitConfig,
+        progress: ProgressCallback | None,
+    ) -> dict[str, Any]:
+        """Fit on scaled normal windows; return a JSON-ready training summary."""
+
+    @abstractmethod
+    def _score(self, windows: F32, *, with_channels: bool) -> ScoreOutput:
+        """Score scaled windows (the detector is known to be fitted)."""
+
+    @abstractmethod
+    def hyperparameters(self) -> dict[str, Any]:
+        """JSON-ready description from which `from_hyperparameters` rebuilds the detector."""
+
+    @classmethod
+    @abstractmethod
+    def from_hyperparameters(cls, hyper: dict[str, Any]) -> Self:
+        """A fresh, unfitted detector with these hyperparameters."""
+
+    @abstractmethod
+    def _model_tensors(self) -> dict[str, torch.Tensor]:
+        """Fitted model state as named CPU tensors."""
+
+    @abstractmethod
+    def _load_model_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Inverse of `_model_tensors`."""
+
+    # -- provided -------------------------------------------------------------------
+
+    @property
+    def has_decoder(self) -> bool:
+        """Whether `score_details` can give per-channel reconstruction errors."""
+        return False
+
+    @property
+    def device(self) -> torch.device:
+        """Where inference runs."""
+        return torch.device("cpu")
+
+    def to(self, device: torch.device) -> Self:
+        """Move the model to `device` (no-op for CPU-only detectors)."""
+        del device
+        return self
+
+    def fit(
+        self,
+        train: F32,
+        validation: F32 | None = None,
+        config: FitConfig | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Self:
+        """Fit on scaled NORMAL windows; early stopping uses `validation` when given."""
+        self.training_summary_ = self._fit(train, validation, config or FitConfig(), progress)
+        self.fitted_ = True
+        return self
+
+    def _check_fitted(self) -> None:
+        if not self.fitted_:
+            msg = f"{type(self).__name__} is not fitted; call fit() or load a bundle"
+            raise NotFittedError(msg)
+
+    def score_details(self, windows: F32, *, with_channels: bool = True) -> ScoreOutput:
+        """Scores (and per-channel errors where available) of scaled windows (N, L, C)."""
+        self._check_fitted()
+        if windows.shape[0] == 0:
+            empty_channels = np.empty((0, windows.shape[-1])) if with_channels else None
+            return ScoreOutput(np.empty(0), empty_channels if self.has_decoder else None)
+        windows = np.ascontiguousarray(windows, dtype=np.float32)
+        return self._score(windows, with_channels=with_channels)
+
+    def score(self, windows: F32) -> F64:
+        """One anomaly score per window, higher = more anomalous."""
+        return self.score_details(windows, with_channels=False).score
+
+    def calibrate(self, validation: F32, target_fpr: float) -> float:
+        """Set `threshold_` at `target_fpr` on validation NORMAL windows; return it.
+
+        Also stores the sorted validation scores (for tail probabilities) and, for models
+        with a decoder, each channel's median reconstruction error (the reference against
+        which alarms attribute excess error to channels).
+        """
+        details = self.score_details(validation, with_channels=True)
+        scores = np.sort(details.score)
+        if details.channel_error is not None and details.channel_error.shape[0]:
+            self.channel_reference_ = np.median(details.channel_error, axis=0)
+        self.calibration_scores_ = scores
+        self.target_fpr_ = target_fpr
+        self.threshold_ = threshold_at_fpr(scores, target_fpr)
+        return self.threshold_
+
+    def set_calibration(self, sorted_scores: F64, threshold: float, target_fpr: float) -> None:
+        """Restore calibration from a bundle."""
+        self.calibration_scores_ = np.sort(sorted_scores)
+        self.threshold_ = threshold
+        self.target_fpr_ = target_fpr
+
+    @property
+    def median_normal_score_(self) -> float:
+        """Median validation normal score (the hysteresis band's reference)."""
+        if self.calibration_scores_.size == 0:
+            return math.nan
+        return float(np.median(self.calibration_scores_))
+
+    def tail_probability(self, scores: F64) -> F64:
+        """Fraction of validation normal scores >= each score."""
+        return tail_probability(self.calibration_scores_, scores)
+
+    def predict(self, windows: F32) -> NDArray[np.bool_]:
+        """True where a window's score is above the calibrated threshold."""
+        if math.isnan(self.threshold_):
+            msg = "no threshold: call calibrate() or load a calibrated bundle"
+            raise NotFittedError(msg)
+        return self.score(windows) > self.threshold_
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Everything inference needs, as named CPU tensors (for safetensors)."""
+        self._check_fitted()
+        tensors = {f"model.{k}": v for k, v in self._model_tensors().items()}
+        tensors["calibration.scores"] = torch.from_numpy(
+            np.ascontiguousarray(self.calibration_scores_, dtype=np.float64)
+        )
+        if self.channel_reference_ is not None:
+            tensors["calibration.channel_reference"] = torch.from_numpy(
+                np.ascontiguousarray(self.channel_reference_, dtype=np.float64)
+            )
+        return tensors
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore from `state_tensors()` output (calibration threshold comes separately)."""
+        model = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+        self._load_model_tensors(model)
+        if "calibration.scores" in tensors:
+            self.calibration_scores_ = tensors["calibration.scores"].numpy().astype(np.float64)
+        if "calibration.channel_reference" in tensors:
+            self.channel_reference_ = (
+                tensors["calibration.channel_reference"].numpy().astype(np.float64)
+            )
+        self.fitted_ = True

@@ -1,0 +1,454 @@
+"""Neural detectors: the SVDD family (IAE-LSTM-KL and its relatives) and the autoencoders.
+
+`SVDDDetector` covers every row of model-spec section 7 whose score is an SVDD distance:
+iae_lstm_kl, iae_kl, iae_lstm, dlsvdd, dlsvdd_kl, dsvdd_kl, deep_svdd, iaead, each with a
+hard or soft boundary. They differ only in network switches (LSTM, decoder, gates) and in
+loss weights (lambda_rec, lambda_kl). `ReconstructionDetector` covers cae, toll, ae and
+deep_ae, scored by reconstruction error (plus Toll's latent-norm term).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any, Self
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from wtbi_monitor.errors import ConfigurationError, NotFittedError, TrainingError
+from wtbi_monitor.model.detector import F32, Detector, ScoreOutput
+from wtbi_monitor.model.losses import (
+    channel_errors,
+    kl_to_standard_normal,
+    reconstruction_error,
+    squared_distance,
+    svdd_loss,
+)
+from wtbi_monitor.model.networks import ConvDecoder, DenseAENet, IAENet, NetworkSpec
+from wtbi_monitor.model.trainer import FitConfig, LossParts, ProgressCallback, Trainer
+
+#: |c_d| below this is pushed to +-CENTER_EPS (Deep SVDD: a near-zero centre component is
+#: trivially matched by the zero map, which invites collapse).
+CENTER_EPS = 0.1
+INFERENCE_BATCH = 1024
+
+
+class NeuralDetector(Detector):
+    """Shared parts: a torch module on a device, batched inference, tensors in and out."""
+
+    def __init__(self, spec: NetworkSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self._device = torch.device("cpu")
+
+    @property
+    def module(self) -> nn.Module:
+        """The trained and saved module (network plus fitted buffers)."""
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        """Where the module lives."""
+        return self._device
+
+    def to(self, device: torch.device) -> Self:
+        """Move the module (and its buffers) to `device` and keep it there.
+
+        Conv weights use the channels-last layout: 1.3-1.6x faster training on CPU (oneDNN)
+        and the layout tensor cores prefer on GPU; saved tensors are made contiguous again.
+        """
+        self.module.to(device)
+        # Module.to accepts memory_format at run time; torch's stubs do not list it.
+        self.module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self._device = device
+        return self
+
+    def _model_tensors(self) -> dict[str, Tensor]:
+        return {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
+
+    def _load_model_tensors(self, tensors: dict[str, Tensor]) -> None:
+        self.module.load_state_dict(tensors, strict=True)
+        self.to(self._device)
+        self.module.eval()
+
+    def _as_tensor(self, windows: F32) -> Tensor:
+        t = torch.from_numpy(windows)
+        if self._device.type == "cuda":
+            return t.pin_memory().to(self._device, non_blocking=True)
+        return t
+
+    def _fit(
+        self,
+        train: F32,
+        validation: F32 | None,
+        config: FitConfig,
+        progress: ProgressCallback | None,
+    ) -> dict[str, Any]:
+        torch.manual_seed(config.seed)
+        self.to(self._device)
+        train_t = torch.from_numpy(np.ascontiguousarray(train)).to(self._device)
+        val_t = (
+            torch.from_numpy(np.ascontiguousarray(validation)).to(self._device)
+            if validation is not None and validation.shape[0] >= 2
+            else None
+        )
+        history = Trainer(config, progress).fit(self, train_t, val_t)  # type: ignore[arg-type]
+        return {
+            "epochs": [
+                {
+                    "phase": r.phase,
+                    "epoch": r.epoch,
+                    "train_loss": r.train_loss,
+                    "validation_loss": r.validation_loss,
+                    "parts": r.parts,
+                    "seconds": round(r.seconds, 3),
+                }
+                for r in history
+            ],
+            "train_windows": int(train.shape[0]),
+            "validation_windows": 0 if validation is None else int(validation.shape[0]),
+        }
+
+    @torch.inference_mode()
+    def _score(self, windows: F32, *, with_channels: bool) -> ScoreOutput:
+        self.module.eval()
+        scores, channels = [], []
+        for start in range(0, windows.shape[0], INFERENCE_BATCH):
+            batch = self._as_tensor(windows[start : start + INFERENCE_BATCH])
+            s, ch = self._score_batch(batch, with_channels=with_channels and self.has_decoder)
+            scores.append(s.double().cpu())
+            if ch is not None:
+                channels.append(ch.double().cpu())
+        return ScoreOutput(
+            torch.cat(scores).numpy(),
+            torch.cat(channels).numpy() if channels else None,
+        )
+
+    def _score_batch(self, batch: Tensor, *, with_channels: bool) -> tuple[Tensor, Tensor | None]:
+        raise NotImplementedError
+
+    # Trainable defaults -------------------------------------------------------------
+
+    @property
+    def monitor_from_epoch(self) -> int:
+        """Early stopping may look at every epoch by default."""
+        return 0
+
+    def pretrain_parameters(self) -> list[nn.Parameter] | None:
+        """No pretraining by default."""
+        return None
+
+    def pretrain_loss(self, batch: Tensor) -> Tensor:
+        """Unused unless `pretrain_parameters` returns parameters."""
+        raise NotImplementedError
+
+    def prepare_joint(self, train: Tensor, batch_size: int) -> None:
+        """Nothing to prepare by default."""
+        del train, batch_size
+
+    def end_epoch(self, epoch: int, distances: Tensor | None) -> None:
+        """Nothing to do by default."""
+        del epoch, distances
+
+
+class _SVDDModule(nn.Module):
+    """IAENet plus the SVDD buffers, so that one state dict holds everything."""
+
+    center: Tensor
+    radius: Tensor
+
+    def __init__(self, spec: NetworkSpec) -> None:
+        super().__init__()
+        self.net = IAENet(spec)
+        # NaN = not fitted yet (conventions #4).
+        self.register_buffer("center", torch.full((spec.rep_dim,), math.nan))
+        self.register_buffer("radius", torch.tensor(math.nan))
+
+
+class SVDDDetector(NeuralDetector):
+    """IAE-LSTM-KL and every relative scored by the distance to a centre (model-spec 3-5).
+
+    Args:
+        spec: network shape and switches (LSTM, gates, decoder).
+        family: name recorded in bundles.
+        objective: "hard" (one-class) or "soft" (soft boundary with radius R).
+        lambda_rec: weight of the reconstruction loss (needs a decoder).
+        lambda_kl: weight of the KL penalty on z (0 = no KL).
+        nu: soft boundary: fraction of training windows allowed outside the sphere.
+        warmup_epochs: soft boundary: joint epochs before R is first set.
+    """
+
+    def __init__(
+        self,
+        spec: NetworkSpec,
+        *,
+        family: str = "iae_lstm_kl",
+        objective: str = "soft",
+        lambda_rec: float = 1.0,
+        lambda_kl: float = 0.1,
+        nu: float = 0.1,
+        warmup_epochs: int = 10,
+    ) -> None:
+        super().__init__(spec)
+        if objective not in ("hard", "soft"):
+            msg = f"objective must be 'hard' or 'soft', got {objective!r}"
+            raise ConfigurationError(msg)
+        self.family_name = family
+        self.objective = objective
+        self.lambda_rec = lambda_rec if spec.use_decoder else 0.0
+        self.lambda_kl = lambda_kl
+        self.nu = nu
+        self.warmup_epochs = warmup_epochs
+        self._module = _SVDDModule(spec)
+        self._aux_decoder: ConvDecoder | None = None
+
+    @property
+    def module(self) -> nn.Module:
+        """The IAENet plus centre and radius buffers."""
+        return self._module
+
+    @property
+    def net(self) -> IAENet:
+        """The network."""
+        return self._module.net
+
+    @property
+    def soft(self) -> bool:
+        """Soft-boundary objective."""
+        return self.objective == "soft"
+
+    @property
+    def has_decoder(self) -> bool:
+        """Decoder present: per-channel errors are available."""
+        return self.spec.use_decoder
+
+    @property
+    def center_(self) -> Tensor:
+        """The hypersphere centre c (rep_dim,)."""
+        return self._module.center
+
+    @property
+    def radius_(self) -> float:
+        """The soft-boundary radius R (0 for the hard objective)."""
+        return float(self._module.radius)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """Everything needed to rebuild this detector."""
+        return {
+            "family": self.family_name,
+            "objective": self.objective,
+            "lambda_rec": self.lambda_rec,
+            "lambda_kl": self.lambda_kl,
+            "nu": self.nu,
+            "warmup_epochs": self.warmup_epochs,
+            "network": self.spec.to_json(),
+        }
+
+    @classmethod
+    def from_hyperparameters(cls, hyper: dict[str, Any]) -> Self:
+        """Rebuild an unfitted detector from `hyperparameters()` output."""
+        return cls(
+            NetworkSpec.from_json(hyper["network"]),
+            family=hyper["family"],
+            objective=hyper["objective"],
+            lambda_rec=hyper["lambda_rec"],
+            lambda_kl=hyper["lambda_kl"],
+            nu=hyper["nu"],
+            warmup_epochs=hyper["warmup_epochs"],
+        )
+
+    # -- training -------------------------------------------------------------------
+
+    @property
+    def monitor_from_epoch(self) -> int:
+        """The soft loss changes scale when R starts moving: monitor after the warm-up."""
+        return self.warmup_epochs if self.soft else 0
+
+    def pretrain_parameters(self) -> list[nn.Parameter] | None:
+        """Pretrain the whole network on reconstruction.
+
+        A network without a decoder is pretrained with an auxiliary one that is discarded
+        afterwards (Ruff et al.'s autoencoder pretraining).
+        """
+        params = list(self.net.parameters())
+        if self.net.decoder is None:
+            self._aux_decoder = ConvDecoder(self.spec).to(self._device)
+            self._aux_decoder.train()
+            params += list(self._aux_decoder.parameters())
+        return params
+
+    def pretrain_loss(self, batch: Tensor) -> Tensor:
+        """Reconstruction MSE of the same network (encoder, LSTM, projection, decoder)."""
+        if self._aux_decoder is not None:
+            self._aux_decoder.train(self.module.training)
+        z = self.net.embed(batch)
+        recon = self.net.decode(z, self._aux_decoder)
+        return reconstruction_error(batch, recon).mean()
+
+    @torch.no_grad()
+    def prepare_joint(self, train: Tensor, batch_size: int) -> None:
+        """C = mean z over the training windows (eval mode); |c_d| < 0.1 -> +-0.1."""
+        self._aux_decoder = None  # pretraining is over; the auxiliary decoder is not kept
+        self.module.eval()
+        total = torch.zeros(self.spec.rep_dim, device=train.device)
+        for start in range(0, train.shape[0], max(batch_size, 256)):
+            total += self.net.embed(train[start : start + max(batch_size, 256)]).sum(dim=0)
+        c = total / train.shape[0]
+        small = c.abs() < CENTER_EPS
+        c[small & (c < 0)] = -CENTER_EPS
+        c[small & (c >= 0)] = CENTER_EPS
+        self._module.center.copy_(c)
+        self._module.radius.fill_(0.0)
+
+    def joint_loss(self, batch: Tensor) -> LossParts:
+        """L = L_svdd + lambda_rec L_rec + lambda_kl L_kl (model-spec section 3)."""
+        z = self.net.embed(batch)
+        dist = squared_distance(z, self._module.center)
+        l_svdd = svdd_loss(dist, soft=self.soft, radius=self._module.radius, nu=self.nu)
+        parts = {"svdd": l_svdd}
+        total = l_svdd
+        if self.lambda_rec > 0 and self.net.decoder is not None:
+            l_rec = reconstruction_error(batch, self.net.decode(z)).mean()
+            parts["rec"] = l_rec
+            total = total + self.lambda_rec * l_rec
+        if self.lambda_kl > 0:
+            l_kl = kl_to_standard_normal(z)
+            parts["kl"] = l_kl
+            total = total + self.lambda_kl * l_kl
+        return LossParts(total, parts, dist)
+
+    @torch.no_grad()
+    def end_epoch(self, epoch: int, distances: Tensor | None) -> None:
+        """Soft boundary: after the warm-up, R = (1 - nu) quantile of ||z - c|| this epoch."""
+        if not self.soft or distances is None or epoch + 1 < self.warmup_epochs:
+            return
+        self._module.radius.fill_(update_radius(distances, self.nu))
+
+    # -- scoring --------------------------------------------------------------------
+
+    def _score_batch(self, batch: Tensor, *, with_channels: bool) -> tuple[Tensor, Tensor | None]:
+        z = self.net.embed(batch)
+        score = squared_distance(z, self._module.center)
+        if self.soft:
+            score = score - self._module.radius.pow(2)
+        channels = None
+        if with_channels and self.net.decoder is not None:
+            channels = channel_errors(batch, self.net.decode(z))
+        return score, channels
+
+    def _fit(
+        self,
+        train: F32,
+        validation: F32 | None,
+        config: FitConfig,
+        progress: ProgressCallback | None,
+    ) -> dict[str, Any]:
+        self.warmup_epochs = config.warmup_epochs
+        summary = super()._fit(train, validation, config, progress)
+        if not torch.isfinite(self._module.center).all():
+            msg = "the centre was not initialised; training did not run"
+            raise TrainingError(msg)
+        summary["radius"] = self.radius_
+        return summary
+
+
+def update_radius(distances: Tensor, nu: float) -> float:
+    """R = the (1 - nu) quantile of ||z - c|| (distances are squared)."""
+    return float(torch.quantile(distances.detach().float().sqrt().cpu(), 1.0 - nu))
+
+
+class _AEModule(nn.Module):
+    """Wraps a conv or dense autoencoder so state dict keys are stable."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+
+class ReconstructionDetector(NeuralDetector):
+    """Autoencoders scored by reconstruction error: cae, ae, deep_ae; toll with beta > 0.
+
+    Args:
+        spec: network shape; `dense` selects the fully connected autoencoder.
+        family: name recorded in bundles.
+        dense: dense autoencoder on the flattened window instead of the conv one.
+        hidden: dense hidden widths (encoder side).
+        beta: Toll's latent-norm weight: loss and score add beta * ||z||^2.
+    """
+
+    def __init__(
+        self,
+        spec: NetworkSpec,
+        *,
+        family: str = "cae",
+        dense: bool = False,
+        hidden: tuple[int, ...] = (),
+        beta: float = 0.0,
+    ) -> None:
+        conv_spec = replace(spec, use_lstm=False, use_decoder=True, dense_hidden=tuple(hidden))
+        super().__init__(conv_spec)
+        self.family_name = family
+        self.dense = dense
+        self.hidden = tuple(hidden)
+        self.beta = beta
+        net: nn.Module = DenseAENet(conv_spec, self.hidden) if dense else IAENet(conv_spec)
+        self._module = _AEModule(net)
+
+    @property
+    def module(self) -> nn.Module:
+        """The autoencoder."""
+        return self._module
+
+    @property
+    def has_decoder(self) -> bool:
+        """Always: these are autoencoders."""
+        return True
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """Everything needed to rebuild this detector."""
+        return {
+            "family": self.family_name,
+            "dense": self.dense,
+            "hidden": list(self.hidden),
+            "beta": self.beta,
+            "network": self.spec.to_json(),
+        }
+
+    @classmethod
+    def from_hyperparameters(cls, hyper: dict[str, Any]) -> Self:
+        """Rebuild an unfitted detector from `hyperparameters()` output."""
+        return cls(
+            NetworkSpec.from_json(hyper["network"]),
+            family=hyper["family"],
+            dense=hyper["dense"],
+            hidden=tuple(hyper["hidden"]),
+            beta=hyper["beta"],
+        )
+
+    def _forward(self, batch: Tensor) -> tuple[Tensor, Tensor]:
+        z, recon = self._module.net(batch)
+        if recon is None:  # pragma: no cover - both nets always decode here
+            msg = "autoencoder without a decoder"
+            raise NotFittedError(msg)
+        return z, recon
+
+    def joint_loss(self, batch: Tensor) -> LossParts:
+        """MSE (+ beta * mean ||z||^2 for Toll)."""
+        z, recon = self._forward(batch)
+        l_rec = reconstruction_error(batch, recon).mean()
+        parts = {"rec": l_rec}
+        total = l_rec
+        if self.beta > 0:
+            l_norm = z.pow(2).sum(dim=1).mean()
+            parts["latent_norm"] = l_norm
+            total = total + self.beta * l_norm
+        return LossParts(total, parts)
+
+    def _score_batch(self, batch: Tensor, *, with_channels: bool) -> tuple[Tensor, Tensor | None]:
+        z, recon = self._forward(batch)
+        score = reconstruction_error(batch, recon)
+        if self.beta > 0:
+            score = score + self.beta * z.pow(2).sum(dim=1)
+        return score, channel_errors(batch, recon) if with_channels else None
