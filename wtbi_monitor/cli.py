@@ -1,0 +1,337 @@
+"""The `wtbi-monitor` command line: the only place that wires the layers together.
+
+Subcommands: simulate, train, evaluate, score (and, with the daemon, serve, replay,
+produce). Settings are built once from --config, WTBI_ environment variables and the
+flags given here. Deliberate errors (bad data, refused bundle, bad settings) exit with
+status 2 and one clear line on stderr; anything else is a bug and shows a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import ValidationError
+from tqdm import tqdm
+
+from wtbi_monitor import __version__
+from wtbi_monitor.config import Settings, load_settings
+from wtbi_monitor.data.synthetic import FarmSimulator
+from wtbi_monitor.data.wtbi import TurbineFrame, format_times, read_farm
+from wtbi_monitor.errors import WtbiError
+from wtbi_monitor.evaluation.protocols import ProtocolResult, evaluate_paper, evaluate_time_ordered
+from wtbi_monitor.evaluation.report import write_report
+from wtbi_monitor.logs import configure_logging, get_logger
+from wtbi_monitor.model import load_bundle, resolve_device, save_bundle
+from wtbi_monitor.model.trainer import EpochRecord, ProgressCallback
+from wtbi_monitor.training.dataset import build_windows
+from wtbi_monitor.training.train import fit_member, prepare_training_data, split_history
+
+log = get_logger("wtbi_monitor.cli")
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _overrides(args: argparse.Namespace, mapping: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    """Turn given flags into nested settings overrides: {section: {field: value}}."""
+    out: dict[str, dict[str, Any]] = {}
+    for attr, (section, field) in mapping.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            out.setdefault(section, {})[field] = value
+    return out
+
+
+def _settings(args: argparse.Namespace, mapping: dict[str, tuple[str, str]]) -> Settings:
+    return load_settings(args.config, **_overrides(args, mapping))
+
+
+_MODEL_FLAGS = {
+    "preset": ("model", "preset"),
+    "device": ("model", "device"),
+    "objective": ("model", "objective"),
+    "epochs": ("training", "epochs"),
+    "pretrain_epochs": ("training", "pretrain_epochs"),
+    "max_train_windows": ("training", "max_train_windows"),
+    "seed": ("training", "seed"),
+}
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=["paper", "small"], help="network size (model.preset)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="model.device")
+    p.add_argument("--objective", choices=["hard", "soft"], help="default SVDD boundary")
+    p.add_argument("--epochs", type=int, help="joint training epochs (training.epochs)")
+    p.add_argument("--pretrain-epochs", type=int, help="training.pretrain_epochs")
+    p.add_argument("--max-train-windows", type=int, help="training.max_train_windows")
+    p.add_argument("--seed", type=int, help="training.seed")
+
+
+def progress_bar(member: str, total: int) -> tuple[ProgressCallback, Callable[[], None]]:
+    """A tqdm bar over epochs (silent when stderr is not a terminal)."""
+    bar = tqdm(total=total, desc=member, unit="epoch", leave=False, disable=None)
+
+    def update(record: EpochRecord) -> None:
+        post = {"loss": f"{record.train_loss:.4g}"}
+        if record.validation_loss is not None:
+            post["val"] = f"{record.validation_loss:.4g}"
+        bar.set_postfix(post, refresh=False)
+        bar.set_description(f"{member} [{record.phase}]")
+        bar.update(1)
+
+    return update, bar.close
+
+
+def _read(path: Path, settings: Settings) -> list[TurbineFrame]:
+    frames = read_farm(path, settings.preprocessing.channels)
+    for f in frames:
+        if f.dropped_rows:
+            log.warning(
+                "rows_dropped",
+                turbine=f.turbine_id,
+                rows=f.dropped_rows,
+                reason="missing or non-finite channel values",
+            )
+    return frames
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Write a synthetic farm in the WTBI format."""
+    settings = _settings(
+        args,
+        {
+            "turbines": ("simulation", "turbines"),
+            "days": ("simulation", "days"),
+            "sim_seed": ("simulation", "seed"),
+            "format": ("simulation", "file_format"),
+        },
+    )
+    t0 = time.perf_counter()
+    frames, episodes = FarmSimulator(settings.simulation).write(args.out)
+    rows = sum(len(f) for f in frames)
+    labelled = [e for e in episodes if e.labelled]
+    print(
+        f"wrote {len(frames)} turbines, {rows:,} readings, {len(labelled)} labelled icing "
+        f"episodes ({len(episodes) - len(labelled)} too weak to label) to {args.out} "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
+    print(f"episodes: {args.out / 'episodes.json'}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Fit one family member on history and save a bundle."""
+    settings = _settings(args, _MODEL_FLAGS)
+    member = args.member or f"{settings.model.family}:{settings.model.objective}"
+    frames = _read(args.data, settings)
+    train_frames, val_frames = split_history(frames, settings.training.validation_fraction)
+    data = prepare_training_data(
+        train_frames, val_frames, settings, assume_normal=args.assume_normal
+    )
+    total = settings.training.pretrain_epochs + settings.training.epochs
+    update, close = progress_bar(member, total)
+    try:
+        bundle = fit_member(member, data, settings, name=args.name, progress=update)
+    finally:
+        close()
+    out = args.out or settings.models_dir / bundle.name
+    save_bundle(out, bundle)
+    v = bundle.manifest["validation"]
+    print(f"saved bundle {bundle.version} to {out}")
+    fpr = v["false_positive_rate_at_threshold"]
+    print(
+        f"  threshold {v['threshold']:.6g} (validation FPR {fpr:.4f}, "
+        f"target {settings.training.target_fpr}); validation loss {v['loss']}; "
+        f"fit {bundle.manifest['training']['fit_seconds']} s"
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Run the protocols and write a report."""
+    settings = _settings(args, _MODEL_FLAGS)
+    frames = _read(args.data, settings)
+    members = [m for m in (args.members.split(",") if args.members else []) if m]
+    device = resolve_device(settings.model.device)
+    bundles = [
+        load_bundle(
+            b,
+            device=device,
+            expected=settings.preprocessing,
+            threshold_override=settings.model.threshold_override,
+        )
+        for b in args.bundle or []
+    ]
+    if not members and not bundles:
+        members = list(settings.evaluation.families)
+    protocols = set(args.protocols.split(","))
+    epochs = settings.training.pretrain_epochs + settings.training.epochs
+
+    def factory(member: str) -> ProgressCallback:
+        update, _ = progress_bar(member, epochs)
+        return update
+
+    results: list[ProtocolResult] = []
+    if "time_ordered" in protocols:
+        results.append(
+            evaluate_time_ordered(frames, members, settings, bundles=bundles, progress=factory)
+        )
+    if "paper" in protocols:
+        paper_members = members + [b.manifest["member"] for b in bundles]
+        results.append(evaluate_paper(frames, paper_members, settings, progress=factory))
+    context = {
+        "command": " ".join(["wtbi-monitor", *sys.argv[1:]]),
+        "data": str(args.data),
+        "preset": settings.model.preset,
+        "device": str(device),
+        "package_version": __version__,
+        "settings": settings.model_dump(mode="json"),
+    }
+    report = write_report(args.out, results, frames, context)
+    print(f"report: {report}")
+    print(f"results: {args.out / 'results.json'}")
+    for protocol in results:
+        for m in protocol.members:
+            extra = ""
+            if m.events:
+                extra = (
+                    f", episodes {m.events['episodes_detected']}/{m.events['episodes']}, "
+                    f"false alarms/turbine-day {m.events['false_alarms_per_turbine_day']}"
+                )
+            print(f"  {protocol.name:12s} {m.member:28s} AUROC {m.window['auroc']}{extra}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    """Score a file with a bundle; write one row per window."""
+    settings = _settings(args, {"device": ("model", "device")})
+    bundle = load_bundle(
+        args.bundle,
+        device=resolve_device(settings.model.device),
+        expected=settings.preprocessing,
+        threshold_override=settings.model.threshold_override,
+    )
+    frames = _read(args.data, settings)
+    windows = build_windows(frames, settings.preprocessing)
+    parts = []
+    for start in range(0, len(windows), 16_384):
+        index = np.arange(start, min(len(windows), start + 16_384))
+        out = bundle.score_windows(windows.series.windows(index), with_channels=True)
+        part = pd.DataFrame(
+            {
+                "turbine_id": windows.turbine[index],
+                "time": format_times(windows.time_ms[index]).to_numpy(),
+                "time_ms": windows.time_ms[index],
+                "score": out.score,
+                "threshold": bundle.threshold,
+                "above_threshold": out.score > bundle.threshold,
+                "tail_probability": out.tail_probability,
+                "clip_fraction": out.clip_fraction,
+                "label": windows.label[index],
+            }
+        )
+        if out.channel_error is not None:
+            top = np.argsort(-out.channel_error, axis=1)[:, :3]
+            names = np.asarray(bundle.channels)
+            for k in range(top.shape[1]):
+                part[f"top_channel_{k + 1}"] = names[top[:, k]]
+        parts.append(part)
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.out.suffix == ".parquet":
+        table.to_parquet(args.out, index=False)
+    else:
+        table.to_csv(args.out, index=False)
+    above = int(table["above_threshold"].sum()) if len(table) else 0
+    print(
+        f"scored {len(table):,} windows with {bundle.version}; {above:,} above the threshold; "
+        f"wrote {args.out}"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(prog="wtbi-monitor", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"wtbi-monitor {__version__}")
+    parser.add_argument(
+        "--config", type=Path, help="TOML settings file (default configs/default.toml)"
+    )
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", choices=["auto", "json", "console"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("simulate", help="write a synthetic farm in the WTBI format")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--turbines", type=int)
+    p.add_argument("--days", type=float)
+    p.add_argument("--seed", dest="sim_seed", type=int, help="simulation.seed")
+    p.add_argument("--format", choices=["csv", "parquet"])
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("train", help="fit a model on historical normal data; save a bundle")
+    p.add_argument("--data", type=Path, required=True, help="WTBI file or folder")
+    p.add_argument("--member", help="family member, e.g. iae_lstm_kl:soft (default: model.family)")
+    p.add_argument("--name", help="bundle name (default: from the member)")
+    p.add_argument("--out", type=Path, help="bundle folder (default: models/<name>)")
+    p.add_argument(
+        "--assume-normal",
+        action="store_true",
+        help="treat unlabelled rows as normal (ice-free history without labels)",
+    )
+    _add_model_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="run the evaluation protocols and write a report")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--members", help="comma-separated members to train and evaluate")
+    p.add_argument(
+        "--bundle", type=Path, action="append", help="evaluate a saved bundle (repeatable)"
+    )
+    p.add_argument(
+        "--protocols", default="time_ordered,paper", help="comma-separated: time_ordered, paper"
+    )
+    p.add_argument("--out", type=Path, required=True, help="report folder")
+    _add_model_flags(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("score", help="score a file with a bundle; write per-window scores")
+    p.add_argument("--bundle", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help=".csv or .parquet")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=cmd_score)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `wtbi-monitor` and `python -m wtbi_monitor`."""
+    args = build_parser().parse_args(argv)
+    try:
+        base = load_settings(args.config)
+    except (WtbiError, ValidationError) as exc:
+        print(f"wtbi-monitor: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(args.log_level or base.logging.level, args.log_format or base.logging.format)
+    try:
+        code: int = args.func(args)
+    except ValidationError as exc:
+        print(f"wtbi-monitor: invalid setting: {exc}", file=sys.stderr)
+        return 2
+    except WtbiError as exc:
+        print(f"wtbi-monitor: {exc}", file=sys.stderr)
+        return 2
+    return code

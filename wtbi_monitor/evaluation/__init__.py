@@ -1,0 +1,1 @@
+"""Offline evaluation: both protocols, window and event metrics, reports and plots."""

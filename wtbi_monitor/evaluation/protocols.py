@@ -1,0 +1,365 @@
+"""The two evaluation protocols of docs/domain.md, run on the same code as production.
+
+* Paper protocol (for comparability, LEAKY): stride-1 windows, a random 70/30 split of
+  the normal windows, test = the 30 % plus every icing window, AUROC. Overlapping windows
+  (25 of 26 rows shared with a neighbour) land on both sides of a random split, so test
+  windows are near-copies of training windows. We reproduce that leak on purpose and
+  nothing else: the scaler is fitted on the training part, windows never cross gaps, and
+  early stopping and the threshold use a random validation part, not the test set.
+* Time-ordered protocol (honest): farm-wide cut times; train on the earlier normal
+  windows, validate on the next part, test on the latest part with its icing episodes;
+  window AUROC/AUPRC and event metrics through the production alarm state machine.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from wtbi_monitor.alarms import AlarmContext
+from wtbi_monitor.config import Settings
+from wtbi_monitor.data.wtbi import TurbineFrame
+from wtbi_monitor.domain import Label
+from wtbi_monitor.evaluation.metrics import (
+    AlarmInterval,
+    event_metrics,
+    roc_points,
+    run_alarms,
+    window_metrics,
+)
+from wtbi_monitor.logs import get_logger
+from wtbi_monitor.model import Bundle
+from wtbi_monitor.model.trainer import ProgressCallback
+from wtbi_monitor.training.dataset import LabelledWindows, build_windows, subsample
+from wtbi_monitor.training.splits import TimeSplit, cut, time_split
+from wtbi_monitor.training.train import TrainingData, fit_member, prepare_training_data
+
+log = get_logger(__name__)
+SCORE_CHUNK = 16_384
+
+#: Builds a progress callback for one member (the CLI passes a tqdm bar factory).
+ProgressFactory = Callable[[str], ProgressCallback | None]
+
+
+@dataclass
+class MemberResult:
+    """What one protocol measured for one family member."""
+
+    member: str
+    protocol: str
+    window: dict[str, Any]
+    roc: dict[str, list[float]]
+    threshold: float
+    fit_seconds: float
+    scoring_windows_per_s: float
+    train_windows: int
+    events: dict[str, Any] | None = None
+    alarms: list[AlarmInterval] = field(default_factory=list)
+    episode_detail: list[dict[str, Any]] = field(default_factory=list)
+    bundle_version: str = ""
+    #: test window times and scores per turbine, for timeline plots (time-ordered only).
+    timeline: dict[str, tuple[NDArray[np.int64], NDArray[np.float32]]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready summary (no arrays)."""
+        return {
+            "member": self.member,
+            "protocol": self.protocol,
+            "bundle_version": self.bundle_version,
+            "window": self.window,
+            "events": self.events,
+            "threshold": self.threshold,
+            "fit_seconds": round(self.fit_seconds, 2),
+            "scoring_windows_per_s": round(self.scoring_windows_per_s, 1),
+            "train_windows": self.train_windows,
+            "roc": self.roc,
+            "alarms": [
+                {
+                    "turbine_id": a.turbine_id,
+                    "alarm_id": a.alarm_id,
+                    "start_ms": a.start_ms,
+                    "raised_ms": a.raised_ms,
+                    "end_ms": a.end_ms,
+                    "peak_score": a.peak_score,
+                    "verdict": a.verdict,
+                    "top_channels": [list(t) for t in a.top_channels],
+                }
+                for a in self.alarms
+            ],
+            "episodes": self.episode_detail,
+        }
+
+
+@dataclass
+class ProtocolResult:
+    """All members on one protocol."""
+
+    name: str
+    description: dict[str, Any]
+    members: list[MemberResult]
+    single_channel: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def score_all(bundle: Bundle, windows: LabelledWindows) -> tuple[NDArray[np.float64], float]:
+    """Scores of every window (chunked to bound memory) and the throughput in windows/s."""
+    n = len(windows)
+    out = np.empty(n)
+    t0 = time.perf_counter()
+    for start in range(0, n, SCORE_CHUNK):
+        index = np.arange(start, min(n, start + SCORE_CHUNK))
+        out[index] = bundle.score_windows(windows.series.windows(index), with_channels=False).score
+    elapsed = time.perf_counter() - t0
+    return out, (n / elapsed if elapsed > 0 else float("nan"))
+
+
+def window_channel_means(windows: LabelledWindows) -> NDArray[np.float64]:
+    """Unscaled mean of each channel over each window, via cumulative sums (no gathering)."""
+    s = windows.series
+    csum = np.concatenate([np.zeros((1, s.n_channels)), np.cumsum(s.smoothed, axis=0)])
+    means: NDArray[np.float64] = (
+        csum[s.starts + s.window_length] - csum[s.starts]
+    ) / s.window_length
+    return means
+
+
+def single_channel_aurocs(
+    windows: LabelledWindows, channels: tuple[str, ...], names: tuple[str, ...]
+) -> dict[str, dict[str, Any]]:
+    """ORACLE single-channel detectors.
+
+    Each is the window mean of one channel, in whichever direction separates better ON THE
+    TEST LABELS: an upper bound on any one-channel threshold rule. If a multichannel model
+    does not beat them, the data is too easy.
+    """
+    ev = windows.select(windows.evaluable)
+    means = window_channel_means(ev)
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        if name not in channels:
+            continue
+        auroc = window_metrics(ev.label, means[:, channels.index(name)])["auroc"]
+        if auroc is None:
+            continue
+        out[name] = {
+            "auroc_oracle": max(auroc, 1 - auroc),
+            "direction": "high" if auroc >= 0.5 else "low",
+        }
+    return out
+
+
+def _alarm_context(bundle: Bundle) -> AlarmContext:
+    return AlarmContext(
+        model_name=bundle.name,
+        model_version=bundle.version,
+        threshold=bundle.threshold,
+        reference=bundle.median_normal_score,
+        channels=bundle.channels,
+        channel_reference=bundle.detector.channel_reference_,
+    )
+
+
+def _alarms_for(
+    bundle: Bundle,
+    test: LabelledWindows,
+    scores: NDArray[np.float64],
+    means: NDArray[np.float64],
+    settings: Settings,
+) -> list[AlarmInterval]:
+    """Run the alarm machine per turbine.
+
+    Per-channel errors are computed only for the windows that can matter to an alarm
+    (score at or above the clear level).
+    """
+    context = _alarm_context(bundle)
+    clear = context.clear_level(settings.alarm.hysteresis)
+    channel_errors = None
+    if bundle.detector.has_decoder:
+        channel_errors = np.zeros((len(test), len(bundle.channels)))
+        hot = np.flatnonzero(scores >= clear)
+        for start in range(0, hot.size, SCORE_CHUNK):
+            idx = hot[start : start + SCORE_CHUNK]
+            out = bundle.score_windows(test.series.windows(idx), with_channels=True)
+            if out.channel_error is not None:
+                channel_errors[idx] = out.channel_error
+    alarms: list[AlarmInterval] = []
+    turbine = test.series.window_turbine
+    for k, tid in enumerate(test.turbine_ids):
+        idx = np.flatnonzero(turbine == k)
+        if idx.size == 0:
+            continue
+        alarms += run_alarms(
+            tid,
+            time_ms=test.time_ms[idx],
+            scores=scores[idx],
+            channel_errors=None if channel_errors is None else channel_errors[idx],
+            channel_means=means[idx],
+            settings=settings.alarm,
+            context=context,
+        )
+    return alarms
+
+
+def evaluate_time_ordered(
+    frames: list[TurbineFrame],
+    members: list[str],
+    settings: Settings,
+    *,
+    bundles: list[Bundle] | None = None,
+    progress: ProgressFactory | None = None,
+    timeline_turbines: int | None = None,
+) -> ProtocolResult:
+    """Train on the early part, validate on the next, test on the latest; window + event metrics."""
+    ev = settings.evaluation
+    split = time_split(frames, ev.train_fraction, ev.validation_fraction)
+    train_frames = cut(frames, None, split.validation_start_ms)
+    val_frames = cut(frames, split.validation_start_ms, split.test_start_ms)
+    test_frames = cut(frames, split.test_start_ms, None)
+    test = build_windows(test_frames, settings.preprocessing)
+    evaluable = test.evaluable
+    means = window_channel_means(test)
+    data: TrainingData | None = None
+    results: list[MemberResult] = []
+    candidates: list[tuple[str, Bundle | None]] = [(m, None) for m in members]
+    candidates += [(b.manifest["member"], b) for b in bundles or []]
+    n_timeline = ev.timeline_turbines if timeline_turbines is None else timeline_turbines
+    for member, given in candidates:
+        if given is None:
+            if data is None:
+                data = prepare_training_data(train_frames, val_frames, settings)
+            t0 = time.perf_counter()
+            bundle = fit_member(
+                member, data, settings, progress=progress(member) if progress else None
+            )
+            fit_s = time.perf_counter() - t0
+            train_n = int(bundle.manifest["training"].get("train_windows", 0))
+        else:
+            bundle, fit_s, train_n = given, 0.0, 0
+            _warn_if_leaky(bundle, split)
+        scores, rate = score_all(bundle, test)
+        metrics = window_metrics(test.label[evaluable], scores[evaluable], bundle.threshold)
+        alarms = _alarms_for(bundle, test, scores, means, settings)
+        events = event_metrics(test_frames, alarms)
+        timeline = {}
+        for k, tid in enumerate(test.turbine_ids[:n_timeline]):
+            idx = np.flatnonzero(test.series.window_turbine == k)
+            timeline[tid] = (test.time_ms[idx], scores[idx].astype(np.float32))
+        result = MemberResult(
+            member=member,
+            protocol="time_ordered",
+            window=metrics,
+            roc=roc_points(test.label[evaluable], scores[evaluable]),
+            threshold=bundle.threshold,
+            fit_seconds=fit_s,
+            scoring_windows_per_s=rate,
+            train_windows=train_n,
+            events=events.summary(),
+            alarms=events.alarms,
+            episode_detail=events.episode_detail,
+            bundle_version=bundle.version,
+            timeline=timeline,
+        )
+        log.info(
+            "evaluated",
+            protocol="time_ordered",
+            member=member,
+            auroc=metrics["auroc"],
+            auprc=metrics["auprc"],
+            **(result.events or {}),
+        )
+        results.append(result)
+    description = {
+        "split_ms": {
+            "start": split.start_ms,
+            "validation_start": split.validation_start_ms,
+            "test_start": split.test_start_ms,
+            "end": split.end_ms,
+        },
+        "test_windows": len(test),
+        "test_windows_evaluable": int(evaluable.sum()),
+        "test_icing_windows": int((test.label[evaluable] == Label.ICING).sum()),
+        "train_windows_available": data.description["train_windows_available"] if data else None,
+    }
+    return ProtocolResult(
+        name="time_ordered",
+        description=description,
+        members=results,
+        single_channel=single_channel_aurocs(
+            test, settings.preprocessing.channels, ev.single_channels
+        ),
+    )
+
+
+def _warn_if_leaky(bundle: Bundle, split: TimeSplit) -> None:
+    period = bundle.manifest.get("training", {}).get("validation_period")
+    if period and int(period[1]) >= split.test_start_ms:
+        log.warning(
+            "bundle_overlaps_test_period",
+            bundle=bundle.name,
+            detail="the bundle saw data from the test period: its time-ordered numbers are leaky",
+        )
+
+
+def evaluate_paper(
+    frames: list[TurbineFrame],
+    members: list[str],
+    settings: Settings,
+    *,
+    progress: ProgressFactory | None = None,
+) -> ProtocolResult:
+    """The authors' random-split protocol (LEAKY by construction: see the module docstring)."""
+    ev, tr = settings.evaluation, settings.training
+    rng = np.random.default_rng(tr.seed)
+    windows = build_windows(frames, settings.preprocessing)
+    normal = np.flatnonzero(windows.all_normal & (windows.label == Label.NORMAL))
+    icing = np.flatnonzero(windows.evaluable & (windows.label == Label.ICING))
+    shuffled = rng.permutation(normal)
+    n_test = round(ev.paper_test_fraction * normal.size)
+    test_normal, train_pool = shuffled[:n_test], shuffled[n_test:]
+    n_val = max(2, round(settings.training.validation_fraction * train_pool.size))
+    val_idx, train_idx = np.sort(train_pool[:n_val]), np.sort(train_pool[n_val:])
+    test_idx = np.concatenate([test_normal, icing])
+    test_idx = np.sort(test_idx[subsample(test_idx.size, ev.max_test_windows, rng)])
+    data = TrainingData(
+        train=windows.select(train_idx),
+        validation=windows.select(val_idx),
+        description={
+            "protocol": "paper (random split, leaky)",
+            "turbines": list(windows.turbine_ids),
+        },
+    )
+    test = windows.select(test_idx)
+    results = []
+    for member in members:
+        t0 = time.perf_counter()
+        bundle = fit_member(member, data, settings, progress=progress(member) if progress else None)
+        fit_s = time.perf_counter() - t0
+        scores, rate = score_all(bundle, test)
+        metrics = window_metrics(test.label, scores, bundle.threshold)
+        log.info("evaluated", protocol="paper", member=member, auroc=metrics["auroc"])
+        results.append(
+            MemberResult(
+                member=member,
+                protocol="paper",
+                window=metrics,
+                roc=roc_points(test.label, scores),
+                threshold=bundle.threshold,
+                fit_seconds=fit_s,
+                scoring_windows_per_s=rate,
+                train_windows=int(bundle.manifest["training"].get("train_windows", 0)),
+                bundle_version=bundle.version,
+            )
+        )
+    description = {
+        "normal_windows": int(normal.size),
+        "icing_windows": int(icing.size),
+        "train_windows_available": int(train_idx.size),
+        "validation_windows": int(val_idx.size),
+        "test_windows": int(test_idx.size),
+        "leaky": True,
+    }
+    return ProtocolResult("paper", description, results)

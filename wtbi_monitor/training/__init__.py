@@ -1,0 +1,1 @@
+"""Offline training: labelled window sets, time-ordered splits, fitting and calibration."""
