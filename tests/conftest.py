@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from wtbi_monitor.config import ModelSettings, Settings, SimulationSettings
 from wtbi_monitor.data.synthetic import FarmSimulator
 from wtbi_monitor.data.wtbi import TurbineFrame

@@ -58,11 +58,14 @@ class _Section(BaseModel):
 class PreprocessingSettings(_Section):
     """How raw readings become windows (model-spec section 1, domain 'Segments and gaps')."""
 
-    channels: tuple[str, ...] = DEFAULT_CHANNELS
+    channels: tuple[str, ...] = Field(
+        default=DEFAULT_CHANNELS,
+        description="channel columns, in model input order (26 WTBI channels)",
+    )
     smoothing_length: int = Field(default=11, ge=1, description="centred moving-average length")
     window_length: int = Field(default=26, ge=2, description="smoothed samples per window")
     stride: int = Field(default=1, ge=1, description="step between windows in batch mode")
-    nominal_interval_s: float = Field(default=7.0, gt=0)
+    nominal_interval_s: float = Field(default=7.0, gt=0, description="SCADA sampling interval (s)")
     gap_factor: float = Field(
         default=3.0, gt=1.0, description="a time step above gap_factor x interval starts a segment"
     )
@@ -97,10 +100,10 @@ class PreprocessingSettings(_Section):
 class ModelSettings(_Section):
     """Which detector, how big, where it runs, and its loss weights."""
 
-    family: FamilyName = "iae_lstm_kl"
-    objective: Objective = "soft"
-    preset: Preset = "paper"
-    device: DeviceName = "auto"
+    family: FamilyName = Field(default="iae_lstm_kl", description="model family (docs/models/)")
+    objective: Objective = Field(default="soft", description="SVDD boundary: hard or soft")
+    preset: Preset = Field(default="paper", description="network size: paper or small")
+    device: DeviceName = Field(default="auto", description="auto (CUDA if available), cpu, cuda")
     lambda_rec: float = Field(default=1.0, ge=0, description="weight of the reconstruction loss")
     lambda_kl: float = Field(default=0.1, ge=0, description="weight of the KL penalty")
     nu: float = Field(default=0.1, gt=0, lt=1, description="soft-boundary outlier fraction")
@@ -113,31 +116,37 @@ class ModelSettings(_Section):
 class TrainingSettings(_Section):
     """Optimisation, validation split, subsampling and threshold calibration."""
 
-    seed: int = 0
-    batch_size: int = Field(default=128, ge=2)
-    pretrain_epochs: int = Field(default=10, ge=0)
-    epochs: int = Field(default=50, ge=1)
-    learning_rate: float = Field(default=1e-4, gt=0)
-    weight_decay: float = Field(default=5e-7, ge=0)
-    amsgrad: bool = True
-    lr_milestones: tuple[int, ...] = ()
-    lr_gamma: float = Field(default=0.1, gt=0, le=1)
+    seed: int = Field(default=0, description="seeds weights, shuffling and subsampling")
+    batch_size: int = Field(default=128, ge=2, description="mini-batch size")
+    pretrain_epochs: int = Field(default=10, ge=0, description="reconstruction-only epochs first")
+    epochs: int = Field(default=50, ge=1, description="maximum joint-training epochs")
+    learning_rate: float = Field(default=1e-4, gt=0, description="Adam learning rate")
+    weight_decay: float = Field(default=5e-7, ge=0, description="Adam weight decay")
+    amsgrad: bool = Field(default=True, description="AMSGrad variant of Adam")
+    lr_milestones: tuple[int, ...] = Field(default=(), description="MultiStepLR epochs")
+    lr_gamma: float = Field(default=0.1, gt=0, le=1, description="MultiStepLR factor")
     warmup_epochs: int = Field(default=10, ge=0, description="soft boundary: epochs before R moves")
     patience: int = Field(default=8, ge=1, description="early stopping on validation loss")
-    validation_fraction: float = Field(default=0.2, gt=0, lt=1)
+    validation_fraction: float = Field(
+        default=0.2, gt=0, lt=1, description="newest share of history used for validation"
+    )
     max_train_windows: int = Field(
         default=30_000, ge=100, description="random subsample of stride-1 training windows"
     )
-    max_validation_windows: int = Field(default=20_000, ge=100)
-    min_train_windows: int = Field(default=200, ge=1)
-    target_fpr: float = Field(default=0.001, gt=0, lt=0.5)
+    max_validation_windows: int = Field(
+        default=20_000, ge=100, description="random subsample for early stopping and calibration"
+    )
+    min_train_windows: int = Field(default=200, ge=1, description="refuse to train on fewer")
+    target_fpr: float = Field(
+        default=0.001, gt=0, lt=0.5, description="threshold = (1 - target_fpr) validation quantile"
+    )
 
 
 class AlarmSettings(_Section):
     """The alarm state machine: on-delay, off-delay, hysteresis, gates (domain 'Alarms')."""
 
     on_k: int = Field(default=8, ge=1, description="raise when k of the last n windows are above")
-    on_n: int = Field(default=12, ge=1)
+    on_n: int = Field(default=12, ge=1, description="history length of the on-delay")
     off_n: int = Field(default=26, ge=1, description="clear after n windows below the clear level")
     hysteresis: float = Field(
         default=0.5,
@@ -145,7 +154,7 @@ class AlarmSettings(_Section):
         le=1,
         description="clear level = threshold - hysteresis x (threshold - median normal score)",
     )
-    top_channels: int = Field(default=3, ge=1)
+    top_channels: int = Field(default=3, ge=1, description="channels named in an alarm")
     temperature_gate_c: float | None = Field(
         default=None, description="suppress raising above this ambient temperature (physical units)"
     )
@@ -156,9 +165,9 @@ class AlarmSettings(_Section):
     stopped_wind_ms: float = Field(
         default=3.0, description="...and wind is below this (stopped for lack of wind, not ice)"
     )
-    temperature_channel: str = "environment_tmp"
-    power_channel: str = "power"
-    wind_channel: str = "wind_speed"
+    temperature_channel: str = Field(default="environment_tmp", description="gate input")
+    power_channel: str = Field(default="power", description="gate input")
+    wind_channel: str = Field(default="wind_speed", description="gate input")
 
     @model_validator(mode="after")
     def _k_within_n(self) -> Self:
@@ -171,33 +180,62 @@ class AlarmSettings(_Section):
 class SimulationSettings(_Section):
     """The synthetic farm written by `wtbi-monitor simulate`."""
 
-    turbines: int = Field(default=4, ge=1, le=999)
-    days: float = Field(default=28.0, gt=0)
-    interval_s: float = Field(default=7.0, gt=0)
-    seed: int = 7
-    start: str = "2015-11-01T00:00:00"
-    icing_episodes_per_turbine_week: float = Field(default=2.0, ge=0)
-    anemometer_icing_fraction: float = Field(default=0.2, ge=0, le=1)
-    missing_sample_fraction: float = Field(default=0.01, ge=0, lt=0.5)
-    gaps_per_turbine_week: float = Field(default=2.0, ge=0)
-    stops_per_turbine_week: float = Field(default=1.0, ge=0)
-    curtailment_per_turbine_week: float = Field(default=1.5, ge=0)
-    rated_power_kw: float = Field(default=1500.0, gt=0)
-    file_format: Literal["csv", "parquet"] = "csv"
+    turbines: int = Field(default=4, ge=1, le=999, description="turbines in the farm")
+    days: float = Field(default=28.0, gt=0, description="length of the record")
+    interval_s: float = Field(
+        default=7.0, gt=0, description="sampling interval (some steps 10/7 longer)"
+    )
+    seed: int = Field(default=7, description="the farm is deterministic per seed")
+    start: str = Field(default="2015-11-01T00:00:00", description="first timestamp (UTC)")
+    icing_episodes_per_turbine_week: float = Field(
+        default=2.0, ge=0, description="rate of farm-wide icing events (85 % of turbines join each)"
+    )
+    anemometer_icing_fraction: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="share of episodes that ice the anemometer, not the blades",
+    )
+    missing_sample_fraction: float = Field(
+        default=0.01, ge=0, lt=0.5, description="single readings dropped at random"
+    )
+    gaps_per_turbine_week: float = Field(
+        default=2.0, ge=0, description="recording gaps of 3 min to 6 h (each starts a new group)"
+    )
+    stops_per_turbine_week: float = Field(
+        default=1.0, ge=0, description="maintenance stops of 1-8 h"
+    )
+    curtailment_per_turbine_week: float = Field(
+        default=1.5, ge=0, description="power caps of 1-6 h at 30-75 % of rated"
+    )
+    rated_power_kw: float = Field(default=1500.0, gt=0, description="turbine rating")
+    file_format: Literal["csv", "parquet"] = Field(default="csv", description="data file format")
 
 
 class EvaluationSettings(_Section):
     """Protocols of docs/domain 'Evaluation protocols'."""
 
-    families: tuple[str, ...] = ("iae_lstm_kl:soft", "iae_lstm_kl:hard")
-    train_fraction: float = Field(default=0.5, gt=0, lt=1)
-    validation_fraction: float = Field(default=0.15, gt=0, lt=1)
-    paper_test_fraction: float = Field(default=0.3, gt=0, lt=1)
+    families: tuple[str, ...] = Field(
+        default=("iae_lstm_kl:soft", "iae_lstm_kl:hard"),
+        description="members evaluated when none are named (family[:objective][+ablation])",
+    )
+    train_fraction: float = Field(
+        default=0.5, gt=0, lt=1, description="time-ordered: oldest share of the record for training"
+    )
+    validation_fraction: float = Field(
+        default=0.15, gt=0, lt=1, description="time-ordered: next share, for validation"
+    )
+    paper_test_fraction: float = Field(
+        default=0.3, gt=0, lt=1, description="paper protocol: share of normal windows tested"
+    )
     max_test_windows: int = Field(
         default=60_000, ge=100, description="paper protocol: random subsample of test windows"
     )
-    timeline_turbines: int = Field(default=2, ge=0)
-    single_channels: tuple[str, ...] = ("environment_tmp", "power", "wind_speed", "acc_x")
+    timeline_turbines: int = Field(default=2, ge=0, description="turbines drawn in timelines")
+    single_channels: tuple[str, ...] = Field(
+        default=("environment_tmp", "power", "wind_speed", "acc_x"),
+        description="channels of the single-channel oracle detectors in the report",
+    )
 
     @model_validator(mode="after")
     def _fractions(self) -> Self:
@@ -210,8 +248,12 @@ class EvaluationSettings(_Section):
 class LoggingSettings(_Section):
     """structlog output."""
 
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="minimum level"
+    )
+    format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="json, console, or auto (console on a terminal)"
+    )
 
 
 class Settings(BaseSettings):
@@ -231,7 +273,7 @@ class Settings(BaseSettings):
     simulation: SimulationSettings = SimulationSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
     logging: LoggingSettings = LoggingSettings()
-    models_dir: Path = Path("models")
+    models_dir: Path = Field(default=Path("models"), description="where train saves bundles")
 
     @classmethod
     def settings_customise_sources(

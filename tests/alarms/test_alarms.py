@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from wtbi_monitor.alarms import AlarmBook, AlarmContext, TurbineAlarm, TurbineState, alarm_id
 from wtbi_monitor.config import AlarmSettings
 from wtbi_monitor.domain import AlarmState, Severity, WindowScore

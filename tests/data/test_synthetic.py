@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+
 from wtbi_monitor.config import SimulationSettings
 from wtbi_monitor.data.synthetic import FarmSimulator, power_curve
 from wtbi_monitor.data.wtbi import read_farm

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from wtbi_monitor.data.wtbi import read_farm
 from wtbi_monitor.domain import DEFAULT_CHANNELS, Label
 from wtbi_monitor.errors import DataFormatError

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from wtbi_monitor.config import PreprocessingSettings
 from wtbi_monitor.errors import BundleError, BundleIntegrityError, BundleMismatchError
 from wtbi_monitor.model import Bundle, load_bundle, save_bundle

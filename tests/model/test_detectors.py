@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from tests.conftest import TINY_FIT, fit_small
 from wtbi_monitor.config import ModelSettings
 from wtbi_monitor.errors import NotFittedError

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from wtbi_monitor.model.losses import kl_to_standard_normal, squared_distance, svdd_loss
 
 

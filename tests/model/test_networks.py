@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+
 from wtbi_monitor.errors import ConfigurationError
 from wtbi_monitor.model.networks import (
     IAENet,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from wtbi_monitor.errors import DataFormatError, RecordError
 from wtbi_monitor.preprocessing import (
     MinMaxScaler,

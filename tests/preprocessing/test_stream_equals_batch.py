@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from wtbi_monitor.preprocessing import StreamState, window_series
 
 S, L, C = 5, 4, 3  # small sizes keep examples short; the maths is size-independent

@@ -49,16 +49,44 @@ def config(tmp_path_factory) -> Path:
 def test_train_evaluate_score(farm, config, tmp_path, capsys):
     bundle = tmp_path / "models" / "iae"
     args = ["--config", str(config)]
-    assert main([*args, "train", "--data", str(farm), "--member", "iae_lstm_kl:soft",
-                 "--out", str(bundle)]) == 0
+    assert (
+        main(
+            [
+                *args,
+                "train",
+                "--data",
+                str(farm),
+                "--member",
+                "iae_lstm_kl:soft",
+                "--out",
+                str(bundle),
+            ]
+        )
+        == 0
+    )
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["member"] == "iae_lstm_kl:soft"
     assert manifest["preprocessing"]["window_length"] == 26
     assert len(manifest["scaler"]["minimum"]) == 26
 
     report_dir = tmp_path / "report"
-    assert main([*args, "evaluate", "--data", str(farm), "--members", "cae",
-                 "--bundle", str(bundle), "--out", str(report_dir)]) == 0
+    assert (
+        main(
+            [
+                *args,
+                "evaluate",
+                "--data",
+                str(farm),
+                "--members",
+                "cae",
+                "--bundle",
+                str(bundle),
+                "--out",
+                str(report_dir),
+            ]
+        )
+        == 0
+    )
     results = json.loads((report_dir / "results.json").read_text())
     assert set(results["protocols"]) == {"time_ordered", "paper"}
     for protocol in results["protocols"].values():
@@ -84,8 +112,10 @@ def test_train_evaluate_score(farm, config, tmp_path, capsys):
     assert "report:" in capsys.readouterr().out
 
     scores = tmp_path / "scores.csv"
-    assert main([*args, "score", "--bundle", str(bundle), "--data", str(farm),
-                 "--out", str(scores)]) == 0
+    assert (
+        main([*args, "score", "--bundle", str(bundle), "--data", str(farm), "--out", str(scores)])
+        == 0
+    )
     table = pd.read_csv(scores)
     assert len(table) > 1000
     assert set(table["turbine_id"].astype(str).str.zfill(2)) == {"01", "02"}
@@ -104,6 +134,10 @@ def test_bad_input_exits_2_with_one_clear_line(tmp_path, capsys):
 
 
 def test_module_entry_point_runs():
-    out = subprocess.run([sys.executable, "-m", "wtbi_monitor", "--version"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "wtbi_monitor", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.startswith("wtbi-monitor ")

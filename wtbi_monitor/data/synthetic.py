@@ -148,8 +148,8 @@ def make_weather(rng: np.random.Generator, t_s: F64, start: datetime) -> Weather
     direction += ar1(rng, n, step, tau_s=2 * HOUR_S, std=25.0)
     # Temperature: winter mean, multi-day swings, a diurnal cycle peaking mid-afternoon.
     hours = (start.hour + start.minute / 60.0) + t_s / HOUR_S
-    diurnal = 3.0 * np.cos(2 * np.pi * (hours - 15.0) / 24.0)
-    synoptic = ar1(rng, n, step, tau_s=2.5 * 24 * HOUR_S, std=5.0)
+    diurnal = 4.0 * np.cos(2 * np.pi * (hours - 15.0) / 24.0)
+    synoptic = ar1(rng, n, step, tau_s=2.5 * 24 * HOUR_S, std=3.5)
     temperature = -3.0 + synoptic + diurnal + ar1(rng, n, step, tau_s=600.0, std=0.3)
     # Humidity is latent: icing needs cold AND humid air. Its own slow process.
     humid = ar1(rng, n, step, tau_s=10 * HOUR_S, std=1.0)
@@ -166,7 +166,12 @@ def severity_track(
     accretion: NDArray[np.bool_],
     s_max: float,
 ) -> F64:
-    """Ice severity 0..s_max: grows while accreting, clears slowly, fast after a thaw."""
+    """Ice severity 0..s_max: grows while accreting, clears slowly, fast after a thaw.
+
+    Accretion is proportional to wind speed (ISO 12494: rime grows with the flux of
+    supercooled droplets, i.e. wind x liquid water content), so calm icing weather makes
+    little ice and windy icing weather a lot.
+    """
     n = weather.t_s.shape[0]
     grow_per_s = s_max / (rng.uniform(1.5, 5.0) * HOUR_S)
     clear_tau = rng.uniform(1.5, 5.0) * HOUR_S
@@ -176,7 +181,7 @@ def severity_track(
         return s
     first = int(np.argmax(accretion))
     # Plain Python floats: this recursion has a branch per step, numpy scalars would be slow.
-    dts = weather.dt_s.tolist()
+    growth_steps = (weather.dt_s * np.clip(weather.wind / 8.0, 0.1, 1.6)).tolist()
     acc = accretion.tolist()
     warm = (weather.temperature > 1.0).tolist()
     decay_thaw = math.exp(-7.0 / thaw_tau)
@@ -185,7 +190,7 @@ def severity_track(
     out = [0.0] * n
     for i in range(first, n):
         if acc[i]:
-            x = min(s_max, x + grow_per_s * dts[i])
+            x = min(s_max, x + grow_per_s * growth_steps[i])
         elif x > 0.0:
             x *= decay_thaw if warm[i] else decay_cold
             if x < 0.05 * s_max:  # the last traces of ice are shed at once
@@ -377,7 +382,7 @@ class FarmSimulator:
         curtailed = np.isfinite(curtail_cap) & (available > curtail_cap)
         down = stopped | stop_on_ice
         # An iced rotor needs more wind to start turning (its cut-in rises).
-        cut_in = CUT_IN * (1.0 + 2.5 * effect)
+        cut_in = CUT_IN * (1.0 + 1.0 * effect)
         producing = (wind_eff >= cut_in) & (wind_eff < CUT_OUT) & ~down
         power = np.where(producing, power, 0.0)
         power += rng.normal(0.0, 1.0, n) * (3.0 + 0.01 * np.abs(power)) * producing  # meter noise

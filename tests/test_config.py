@@ -1,0 +1,52 @@
+"""The settings tree: sources, validation, and the generated reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from wtbi_monitor.config import load_settings
+from wtbi_monitor.config_docs import render
+from wtbi_monitor.errors import ConfigurationError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_environment_overrides_toml_and_arguments_override_both(tmp_path, monkeypatch):
+    toml = tmp_path / "c.toml"
+    toml.write_text('[training]\nepochs = 7\nseed = 3\n[model]\npreset = "small"\n')
+    monkeypatch.setenv("WTBI_TRAINING__EPOCHS", "9")
+    s = load_settings(toml)
+    assert s.training.epochs == 9  # environment beats the file
+    assert s.training.seed == 3  # the file beats the default
+    assert s.model.preset == "small"
+    s = load_settings(toml, training={"epochs": 11})
+    assert s.training.epochs == 11  # arguments beat both
+    assert s.training.seed == 3  # ...and merge with, not replace, the section
+
+
+def test_unknown_keys_and_bad_values_are_errors(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text("[training]\nepoch = 7\n")
+    with pytest.raises(ValidationError, match="epoch"):
+        load_settings(toml)
+    toml.write_text("[preprocessing]\nsmoothing_length = 10\n")
+    with pytest.raises(ValidationError, match="odd"):
+        load_settings(toml)
+    toml.write_text("[alarm]\non_k = 5\non_n = 3\n")
+    with pytest.raises(ValidationError, match="must not exceed"):
+        load_settings(toml)
+    with pytest.raises(ConfigurationError, match="not found"):
+        load_settings(tmp_path / "missing.toml")
+
+
+def test_default_toml_matches_the_code_defaults(monkeypatch, tmp_path):
+    from_file = load_settings(ROOT / "configs" / "default.toml").model_dump()
+    monkeypatch.chdir(tmp_path)  # no configs/default.toml here: code defaults only
+    assert load_settings().model_dump() == from_file
+
+
+def test_configuration_reference_is_up_to_date():
+    assert (ROOT / "docs" / "configuration.md").read_text() == render()
