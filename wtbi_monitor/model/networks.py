@@ -332,3 +332,34 @@ class DenseAENet(nn.Module):
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def scoring_flops(spec: NetworkSpec, *, with_decoder: bool = False) -> int:
+    """Multiply-add FLOPs (2 per MAC) of one window through the network, from layer shapes.
+
+    Counts convolutions, transposed convolutions and linear layers (elementwise work is
+    a few percent and is left out, which makes the fraction-of-peak figures conservative).
+    """
+    h, w = spec.padded_shape
+    k2 = spec.kernel_size**2
+    macs = 0
+    c_in = 1
+    for c_out in spec.conv_channels:
+        macs += c_in * c_out * k2 * h * w  # 'same' convolution at the block's resolution
+        h, w, c_in = h // 2, w // 2, c_out
+    feature = spec.feature_dim
+    if spec.use_lstm:
+        gates = 1 + int(spec.input_gate) + int(spec.output_gate)
+        macs += feature * gates * feature
+    macs += feature * spec.rep_dim
+    if with_decoder and spec.use_decoder:
+        bh, bw = spec.bottleneck_shape
+        start = spec.rep_dim // (bh * bw) if spec.rep_dim % (bh * bw) == 0 else 8
+        if spec.rep_dim % (bh * bw):
+            macs += spec.rep_dim * start * bh * bw
+        h, w, c_in = bh, bw, start
+        for c_out in reversed(spec.conv_channels):
+            macs += c_in * c_out * k2 * h * w
+            h, w, c_in = h * 2, w * 2, c_out
+        macs += c_in * 1 * k2 * h * w
+    return 2 * macs

@@ -1,0 +1,160 @@
+"""Scoring throughput of IAE-LSTM-KL against the device's fp32 matmul bound.
+
+Prints, for batch sizes 1, 64 and 512 (by default): windows/s of the product's scoring
+path (folded BatchNorm, channels-last; model only, tensors already on the device) and of
+the eager eval-mode network as a baseline measured in the same run; the device's fp32
+matmul throughput; FLOPs per window from the layer shapes; and the fraction of the FLOP
+bound reached. Also times the full `Detector.score` call (numpy in, numpy out).
+
+    python scripts/bench_scoring.py                      # paper preset, best device
+    python scripts/bench_scoring.py --preset small --device cpu --seconds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wtbi_monitor.config import ModelSettings
+from wtbi_monitor.model import build_detector, resolve_device
+from wtbi_monitor.model.networks import scoring_flops
+from wtbi_monitor.model.neural import SVDDDetector
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def throughput(fn: Callable[[], object], items: int, seconds: float, device: torch.device) -> float:
+    """Items per second of repeated fn() calls after a warm-up."""
+    for _ in range(3):
+        fn()
+    sync(device)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        fn()
+        n += items
+    sync(device)
+    return n / (time.perf_counter() - start)
+
+
+def matmul_gflops(device: torch.device, seconds: float) -> tuple[float, int]:
+    """Best fp32 square-matmul GFLOP/s over a few sizes."""
+    torch.backends.cuda.matmul.allow_tf32 = False  # an fp32 bound, not TF32
+    best, best_n = 0.0, 0
+    for n in (1024, 2048, 4096):
+        a = torch.rand(n, n, device=device)
+        b = torch.rand(n, n, device=device)
+        rate = throughput(lambda a=a, b=b: a @ b, 1, seconds, device)
+        gflops = 2 * n**3 * rate / 1e9
+        if gflops > best:
+            best, best_n = gflops, n
+    return best, best_n
+
+
+def main() -> None:
+    """Run the benchmark and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="paper", choices=["paper", "small"])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--batch-sizes", default="1,64,512")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--json", type=Path, help="also write the numbers here")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    torch.manual_seed(0)
+    detector = build_detector(
+        "iae_lstm_kl:soft", ModelSettings(preset=args.preset), window_length=26, n_channels=26
+    )
+    if not isinstance(detector, SVDDDetector):
+        raise TypeError(type(detector))
+    detector.to(device)
+    # Scoring speed does not depend on the weights' values: give the network BatchNorm
+    # statistics and a centre from random windows instead of training it.
+    warm = torch.rand(512, 26, 26, device=device)
+    detector.module.train()
+    with torch.no_grad():
+        detector.net.embed(warm)
+    detector.prepare_joint(warm, 256)
+    detector.fitted_ = True
+    detector.module.eval()
+    flops = scoring_flops(detector.spec)
+    peak, peak_n = matmul_gflops(device, args.seconds)
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(
+        f"device: {device} ({name}), threads {torch.get_num_threads()}, torch {torch.__version__}"
+    )
+    print(
+        f"model: iae_lstm_kl:soft, preset {args.preset}, {flops / 1e6:.1f} MFLOP/window "
+        "(scoring path: encoder + LSTM + projection)"
+    )
+    print(f"fp32 matmul bound: {peak:.1f} GFLOP/s (n = {peak_n})")
+    print()
+    header = (
+        f"{'batch':>6} {'product win/s':>14} {'GFLOP/s':>8} {'of bound':>9} "
+        f"{'eager win/s':>12} {'speed-up':>9} {'score() win/s':>14}"
+    )
+    print(header)
+    rows = []
+    for bs in [int(b) for b in args.batch_sizes.split(",")]:
+        x = torch.rand(bs, 26, 26, device=device)
+        x_np = np.random.default_rng(0).random((bs, 26, 26), dtype=np.float32)
+        with torch.inference_mode():
+            product = throughput(
+                lambda x=x: detector._score_batch(x, with_channels=False),  # noqa: SLF001
+                bs,
+                args.seconds,
+                device,
+            )
+            eager = throughput(lambda x=x: detector.net.embed(x), bs, args.seconds, device)
+        end_to_end = throughput(lambda x_np=x_np: detector.score(x_np), bs, args.seconds, device)
+        gflops = product * flops / 1e9
+        row = {
+            "batch": bs,
+            "product_windows_per_s": product,
+            "gflops": gflops,
+            "fraction_of_bound": gflops / peak,
+            "eager_windows_per_s": eager,
+            "speedup_vs_eager": product / eager,
+            "score_call_windows_per_s": end_to_end,
+        }
+        rows.append(row)
+        print(
+            f"{bs:>6} {product:>14.0f} {gflops:>8.1f} {gflops / peak:>9.1%} "
+            f"{eager:>12.0f} {product / eager:>8.2f}x {end_to_end:>14.0f}"
+        )
+    best = max(rows, key=lambda r: r["fraction_of_bound"])
+    print()
+    print(f"best: batch {best['batch']}, {best['fraction_of_bound']:.1%} of the fp32 matmul bound")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "device": str(device),
+                    "device_name": name,
+                    "threads": torch.get_num_threads(),
+                    "preset": args.preset,
+                    "flops_per_window": flops,
+                    "matmul_gflops": peak,
+                    "rows": rows,
+                },
+                indent=2,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
