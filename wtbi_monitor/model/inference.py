@@ -86,5 +86,5 @@ def build_embedder(net: IAENet) -> InferenceEmbedder:
     embedder = InferenceEmbedder(net).eval()
     embedder.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     for p in embedder.parameters():
-        p.requires_grad_(requires_grad=False)
+        p.requires_grad = False
     return embedder
