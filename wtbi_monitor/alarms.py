@@ -27,12 +27,14 @@ import enum
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from wtbi_monitor.config import AlarmSettings
 from wtbi_monitor.domain import AlarmEvent, AlarmState, Severity, WindowScore
+from wtbi_monitor.preprocessing.stream import decode_array, encode_array
 
 #: Namespace of alarm ids (a fixed random UUID; changing it changes every id).
 ALARM_NAMESPACE = uuid.UUID("6f1c2b1e-4d0a-4c7e-9a55-0f3b9d2c7e11")
@@ -224,6 +226,58 @@ class TurbineAlarm:
                 active.contribution, self.context.channels, self.settings.top_channels
             ),
             windows_above=active.windows_above,
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        """The complete state as a JSON-ready dict (floats survive JSON exactly)."""
+        a = self._active
+        return {
+            "state": self.state.value,
+            "below": self._below,
+            "history": [
+                [h.time_ms, h.counts, h.score, None if h.excess is None else encode_array(h.excess)]
+                for h in self._history
+            ],
+            "active": None
+            if a is None
+            else {
+                "alarm_id": a.alarm_id,
+                "start_ms": a.start_ms,
+                "raised_ms": a.raised_ms,
+                "last_active_ms": a.last_active_ms,
+                "peak": a.peak,
+                "windows_above": a.windows_above,
+                "contribution": None if a.contribution is None else encode_array(a.contribution),
+            },
+        }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Load a `snapshot()`."""
+        self.state = TurbineState(data["state"])
+        self._below = int(data["below"])
+        self._history.clear()
+        for t, counts, score, excess in data["history"]:
+            self._history.append(
+                _Seen(
+                    int(t),
+                    bool(counts),
+                    float(score),
+                    None if excess is None else decode_array(excess),
+                )
+            )
+        a = data["active"]
+        self._active = (
+            None
+            if a is None
+            else _Active(
+                alarm_id=a["alarm_id"],
+                start_ms=int(a["start_ms"]),
+                raised_ms=int(a["raised_ms"]),
+                last_active_ms=int(a["last_active_ms"]),
+                peak=float(a["peak"]),
+                windows_above=int(a["windows_above"]),
+                contribution=None if a["contribution"] is None else decode_array(a["contribution"]),
+            )
         )
 
     def open_interval(self) -> tuple[int, int] | None:

@@ -9,6 +9,8 @@ status 2 and one clear line on stderr; anything else is a bug and shows a traceb
 from __future__ import annotations
 
 import argparse
+import asyncio
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -16,11 +18,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 from pydantic import ValidationError
 from tqdm import tqdm
 
 from wtbi_monitor import __version__
+from wtbi_monitor.adapters.http import HttpEndpoint
+from wtbi_monitor.adapters.influx import InfluxSink
+from wtbi_monitor.adapters.kafka import (
+    AlertSink,
+    DeadLetters,
+    KafkaOutputs,
+    KafkaSource,
+    KafkaStateStore,
+    ensure_topics,
+    produce_readings,
+)
+from wtbi_monitor.codec import RecordDecoder, encode_alarm_event
 from wtbi_monitor.config import Settings, load_settings
 from wtbi_monitor.data.synthetic import FarmSimulator
 from wtbi_monitor.data.wtbi import TurbineFrame, format_times, read_farm
@@ -30,6 +45,11 @@ from wtbi_monitor.evaluation.report import write_report
 from wtbi_monitor.logs import configure_logging, get_logger
 from wtbi_monitor.model import load_bundle, resolve_device, save_bundle
 from wtbi_monitor.model.trainer import EpochRecord, ProgressCallback
+from wtbi_monitor.outputs import alarm_line, alarm_record, score_lines, score_records
+from wtbi_monitor.replay import frames_to_messages, replay_messages
+from wtbi_monitor.scoring import StreamProcessor
+from wtbi_monitor.service import Service
+from wtbi_monitor.telemetry import Health, ServiceMetrics
 from wtbi_monitor.training.dataset import build_windows
 from wtbi_monitor.training.train import fit_member, prepare_training_data, split_history
 
@@ -260,6 +280,169 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+_SERVICE_FLAGS = {
+    "bundle": ("service", "bundle"),
+    "bootstrap": ("kafka", "bootstrap_servers"),
+    "influx_url": ("influx", "url"),
+    "http_port": ("service", "http_port"),
+    "group_id": ("kafka", "group_id"),
+    "device": ("model", "device"),
+}
+
+
+def _add_service_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", type=Path, help="model bundle folder (service.bundle)")
+    p.add_argument("--bootstrap", help="Kafka bootstrap servers (kafka.bootstrap_servers)")
+    p.add_argument("--influx-url", help="InfluxDB-protocol URL (influx.url)")
+    p.add_argument("--http-port", type=int, help="metrics/health port (service.http_port)")
+    p.add_argument("--group-id", help="consumer group (kafka.group_id)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+
+
+def build_processor(settings: Settings) -> StreamProcessor:
+    """Load the configured bundle onto its device and wrap it in the stream processor."""
+    bundle = load_bundle(
+        settings.service.bundle,
+        device=resolve_device(settings.model.device),
+        expected=settings.preprocessing,
+        threshold_override=settings.model.threshold_override,
+    )
+    decoder = RecordDecoder(
+        bundle.channels,
+        max_bytes=settings.service.max_record_bytes,
+        max_future_s=settings.service.max_future_s,
+    )
+    return StreamProcessor(
+        bundle, settings.preprocessing, settings.alarm, decoder, settings.service.score_batch_size
+    )
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
+    """Run the daemon until SIGTERM/SIGINT (or `stop`)."""
+    processor = build_processor(settings)
+    log.info(
+        "starting",
+        bundle=processor.bundle.version,
+        device=str(processor.bundle.detector.device),
+        settings=settings.model_dump(mode="json", include={"kafka", "influx", "service", "alarm"}),
+    )
+    if settings.kafka.create_topics:
+        await ensure_topics(settings.kafka)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    outputs = KafkaOutputs(settings.kafka)
+    await outputs.start()
+    dead_letters = DeadLetters(outputs)
+    influx = InfluxSink(settings.influx, dead_letters=dead_letters)
+    metrics, health = ServiceMetrics(), Health()
+    http = HttpEndpoint(metrics, health, settings.service.http_host, settings.service.http_port)
+    await http.start()
+    service = Service(
+        processor=processor,
+        source=KafkaSource(settings.kafka),
+        lines=influx,
+        alerts=AlertSink(outputs),
+        dead_letters=dead_letters,
+        state=KafkaStateStore(settings.kafka, outputs),
+        settings=settings.service,
+        influx=settings.influx,
+        metrics=metrics,
+        health=health,
+    )
+    try:
+        await service.run(stop)
+    finally:
+        await http.stop()
+        await asyncio.wait_for(outputs.stop(), settings.service.shutdown_timeout_s)
+        influx.close()
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The streaming daemon."""
+    settings = _settings(args, _SERVICE_FLAGS)
+    return asyncio.run(serve(settings))
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """A historical file through the daemon's processing, to JSON lines or to the sinks."""
+    settings = _settings(args, _SERVICE_FLAGS)
+    processor = build_processor(settings)
+    frames = _read(args.data, settings)
+    messages = frames_to_messages(frames, processor.bundle.channels)
+    results = replay_messages(processor, messages, batch_records=settings.service.max_batch_records)
+    model = processor.bundle.name
+    windows = events = rejected = 0
+    if args.to_sinks:
+        return asyncio.run(_replay_to_sinks(settings, processor, results))
+    out = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("wb") as fh:
+        for result in results:
+            for rec in score_records(result.points, model):
+                fh.write(orjson.dumps(rec) + b"\n")
+            for event in result.events:
+                fh.write(orjson.dumps(alarm_record(event)) + b"\n")
+            windows += len(result.points)
+            events += len(result.events)
+            rejected += len(result.dead_letters)
+    print(
+        f"replayed {len(messages):,} readings: {windows:,} windows, {events} alarm events, "
+        f"{rejected} rejected; wrote {out}"
+    )
+    return 0
+
+
+async def _replay_to_sinks(settings: Settings, processor: StreamProcessor, results: object) -> int:
+    outputs = KafkaOutputs(settings.kafka)
+    await outputs.start()
+    influx = InfluxSink(settings.influx, dead_letters=DeadLetters(outputs))
+    model = processor.bundle.name
+    try:
+        for result in results:  # type: ignore[attr-defined]
+            lines = score_lines(
+                result.points, settings.influx.score_measurement, model, processor.bundle.channels
+            )
+            lines += [
+                alarm_line(e, settings.influx.alarm_measurement, model) for e in result.events
+            ]
+            await influx.write(lines)
+            await outputs.publish_alerts(
+                [(e.turbine_id.encode(), encode_alarm_event(e)) for e in result.events]
+            )
+            if result.dead_letters:
+                await outputs.publish_dead_letters(result.dead_letters)
+    finally:
+        await outputs.stop()
+        influx.close()
+    print("replayed to the database and the alert topic")
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    """Publish a farm's readings to the input topic."""
+    settings = _settings(args, {"bootstrap": ("kafka", "bootstrap_servers")})
+    frames = _read(args.data, settings)
+    messages = frames_to_messages(frames, settings.preprocessing.channels, compact=args.compact)
+    if args.limit:
+        messages = messages[: args.limit]
+
+    async def run() -> float:
+        if settings.kafka.create_topics:
+            await ensure_topics(settings.kafka)
+        return await produce_readings(settings.kafka, messages, speedup=args.speedup)
+
+    seconds = asyncio.run(run())
+    rate = len(messages) / seconds if seconds > 0 else float("inf")
+    print(
+        f"produced {len(messages):,} readings to {settings.kafka.input_topic} "
+        f"in {seconds:.1f} s ({rate:,.0f}/s)"
+    )
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 
 
@@ -314,6 +497,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help=".csv or .parquet")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("serve", help="run the streaming daemon (Kafka in; InfluxDB and alerts out)")
+    _add_service_flags(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("replay", help="a historical file through the daemon's processing")
+    p.add_argument("--data", type=Path, required=True)
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--out", type=Path, help="JSON lines of score points and alarm events")
+    group.add_argument("--to-sinks", action="store_true", help="write to the database and topics")
+    _add_service_flags(p)
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("produce", help="publish a farm's readings to the input topic")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument(
+        "--speedup",
+        type=float,
+        default=0.0,
+        help="replay speed relative to real time; 0 = as fast as possible",
+    )
+    p.add_argument("--compact", action="store_true", help="schema 2 (array) messages")
+    p.add_argument("--limit", type=int, help="only the first N readings (by time)")
+    p.add_argument("--bootstrap", help="Kafka bootstrap servers")
+    p.set_defaults(func=cmd_produce)
     return parser
 
 

@@ -245,6 +245,77 @@ class EvaluationSettings(_Section):
         return self
 
 
+class KafkaSettings(_Section):
+    """The broker, topics, consumer group and security (passed through to aiokafka)."""
+
+    bootstrap_servers: str = Field(default="127.0.0.1:9092", description="host:port[,host:port]")
+    input_topic: str = Field(default="wtbi.readings", description="readings, keyed by turbine id")
+    alert_topic: str = Field(
+        default="wtbi.alarms", description="alarm events out, keyed by turbine"
+    )
+    dead_letter_topic: str = Field(default="wtbi.dead-letter", description="rejected records")
+    state_topic: str = Field(
+        default="wtbi.state", description="compacted per-turbine state snapshots (recovery)"
+    )
+    group_id: str = Field(default="wtbi-monitor", description="consumer group")
+    client_id: str = Field(default="wtbi-monitor", description="client id prefix")
+    create_topics: bool = Field(default=True, description="create missing topics at start-up")
+    input_partitions: int = Field(default=4, ge=1, description="partitions when creating input")
+    replication_factor: int = Field(default=1, ge=1, description="when creating topics")
+    session_timeout_ms: int = Field(default=10_000, ge=1000, description="group session timeout")
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100, description="group heartbeat")
+    max_poll_interval_ms: int = Field(default=300_000, ge=1000, description="see pitfalls")
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        default="earliest", description="where a new group starts"
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = Field(default=None, description="never logged")
+    ssl_cafile: Path | None = Field(default=None, description="CA bundle for SSL")
+    ssl_certfile: Path | None = Field(default=None, description="client certificate")
+    ssl_keyfile: Path | None = Field(default=None, description="client key")
+
+
+class InfluxSettings(_Section):
+    """The InfluxDB-protocol database (influxdb-client v2 write API)."""
+
+    url: str = Field(default="http://127.0.0.1:8086", description="base URL")
+    token: SecretStr = Field(default=SecretStr(""), description="API token, never logged")
+    org: str = Field(default="wtbi", description="organisation")
+    bucket: str = Field(default="wtbi", description="bucket")
+    score_measurement: str = Field(default="wtbi_score", description="one point per window")
+    alarm_measurement: str = Field(default="wtbi_alarm", description="one point per transition")
+    batch_lines: int = Field(default=5000, ge=1, description="lines per write request")
+    timeout_s: float = Field(default=10.0, gt=0, description="per request")
+    gzip: bool = Field(default=True, description="compress requests")
+
+
+class ServiceSettings(_Section):
+    """The daemon: batching, commits, retries, health, limits."""
+
+    bundle: Path = Field(default=Path("models/iae_lstm_kl-soft"), description="model bundle")
+    max_batch_records: int = Field(default=2000, ge=1, description="records per micro-batch")
+    max_wait_ms: int = Field(default=200, ge=1, description="micro-batch deadline")
+    score_batch_size: int = Field(default=512, ge=1, description="windows per inference call")
+    commit_interval_s: float = Field(default=2.0, gt=0, description="snapshot + commit period")
+    retry_initial_s: float = Field(default=0.2, gt=0, description="first sink retry delay")
+    retry_max_s: float = Field(default=10.0, gt=0, description="longest sink retry delay")
+    max_record_bytes: int = Field(
+        default=16_384, ge=256, description="larger records dead-lettered"
+    )
+    max_future_s: float = Field(default=300.0, ge=0, description="records further ahead rejected")
+    http_host: str = Field(default="127.0.0.1", description="metrics/health listen address")
+    http_port: int = Field(default=9108, ge=0, le=65535, description="0 = pick a free port")
+    watchdog_unready_s: float = Field(
+        default=30.0, gt=0, description="no progress while lagging: mark unready"
+    )
+    watchdog_restart_s: float = Field(
+        default=120.0, gt=0, description="no progress while lagging: recreate the consumer"
+    )
+    shutdown_timeout_s: float = Field(default=30.0, gt=0, description="per shutdown step")
+
+
 class LoggingSettings(_Section):
     """structlog output."""
 
@@ -272,6 +343,9 @@ class Settings(BaseSettings):
     alarm: AlarmSettings = AlarmSettings()
     simulation: SimulationSettings = SimulationSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    influx: InfluxSettings = InfluxSettings()
+    service: ServiceSettings = ServiceSettings()
     logging: LoggingSettings = LoggingSettings()
     models_dir: Path = Field(default=Path("models"), description="where train saves bundles")
 

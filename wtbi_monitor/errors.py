@@ -42,8 +42,24 @@ class TrainingError(WtbiError):
 class Reason(enum.StrEnum):
     """Machine-readable reasons for rejecting a streamed record (dead-letter headers)."""
 
+    TOO_LARGE = "too_large"
+    MALFORMED_JSON = "malformed_json"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_FIELD = "missing_field"
+    BAD_SCHEMA = "bad_schema"
+    BAD_TURBINE_ID = "bad_turbine_id"
+    KEY_MISMATCH = "key_mismatch"
+    BAD_TIME = "bad_time"
+    FUTURE_TIME = "future_time"
+    MISSING_CHANNELS = "missing_channels"
+    UNKNOWN_CHANNELS = "unknown_channels"
+    WRONG_LENGTH = "wrong_length"
+    BAD_VALUE_TYPE = "bad_value_type"
+    NON_FINITE = "non_finite"
+    BAD_GROUP = "bad_group"
     DUPLICATE_TIME = "duplicate_time"
     OUT_OF_ORDER = "out_of_order"
+    SINK_REJECTED = "sink_rejected"
 
 
 class RecordError(WtbiError):

@@ -196,14 +196,14 @@ def frame_from_table(
     times = parse_times(df[TIME_COLUMN], source)
     raw = df[list(channels)]
     numeric = raw.apply(pd.to_numeric, errors="coerce")
-    not_numbers = (
-        numeric.isna() & raw.notna() & (raw.astype("string").apply(lambda s: s.str.strip()) != "")
-    )
-    if not_numbers.to_numpy().any():
-        r, c = np.argwhere(not_numbers.to_numpy())[0]
+    # Cells that were present but did not parse as numbers. Only those few are inspected as
+    # text (converting all cells to strings would dominate the read time).
+    suspects = np.argwhere((numeric.isna() & raw.notna()).to_numpy())
+    for r, c in suspects:
         bad = raw.iloc[r, c]
-        msg = f"{source}: non-numeric value {bad!r} in column {channels[c]!r} at row {r + 1}"
-        raise DataFormatError(msg)
+        if str(bad).strip():
+            msg = f"{source}: non-numeric value {bad!r} in column {channels[c]!r} at row {r + 1}"
+            raise DataFormatError(msg)
     values = numeric.to_numpy(dtype=np.float64, na_value=np.nan)
     groups = None
     if GROUP_COLUMN in columns:

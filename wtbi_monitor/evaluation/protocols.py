@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from wtbi_monitor.alarms import AlarmContext
 from wtbi_monitor.config import Settings
 from wtbi_monitor.data.wtbi import TurbineFrame
 from wtbi_monitor.domain import Label
@@ -152,17 +151,6 @@ def single_channel_aurocs(
     return out
 
 
-def _alarm_context(bundle: Bundle) -> AlarmContext:
-    return AlarmContext(
-        model_name=bundle.name,
-        model_version=bundle.version,
-        threshold=bundle.threshold,
-        reference=bundle.median_normal_score,
-        channels=bundle.channels,
-        channel_reference=bundle.detector.channel_reference_,
-    )
-
-
 def _alarms_for(
     bundle: Bundle,
     test: LabelledWindows,
@@ -175,7 +163,7 @@ def _alarms_for(
     Per-channel errors are computed only for the windows that can matter to an alarm
     (score at or above the clear level).
     """
-    context = _alarm_context(bundle)
+    context = bundle.alarm_context()
     clear = context.clear_level(settings.alarm.hysteresis)
     channel_errors = None
     if bundle.detector.has_decoder:

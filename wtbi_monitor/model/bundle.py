@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 from safetensors.torch import load_file, save_file
 
 from wtbi_monitor import __version__
+from wtbi_monitor.alarms import AlarmContext
 from wtbi_monitor.config import PreprocessingSettings
 from wtbi_monitor.errors import BundleError, BundleIntegrityError, BundleMismatchError
 from wtbi_monitor.model.detector import Detector
@@ -116,6 +117,17 @@ class Bundle:
     def median_normal_score(self) -> float:
         """Median validation normal score (reference of the alarm hysteresis band)."""
         return self.detector.median_normal_score_
+
+    def alarm_context(self) -> AlarmContext:
+        """What the alarm state machine needs to know about this model."""
+        return AlarmContext(
+            model_name=self.name,
+            model_version=self.version,
+            threshold=self.threshold,
+            reference=self.median_normal_score,
+            channels=self.channels,
+            channel_reference=self.detector.channel_reference_,
+        )
 
     def check_preprocessing(self, expected: PreprocessingSettings) -> None:
         """Raise `BundleMismatchError` naming every preprocessing field that differs."""

@@ -10,8 +10,10 @@ turbine's readings from one micro-batch and returns all windows they complete, v
 
 from __future__ import annotations
 
+import base64
 import itertools
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -169,6 +171,35 @@ class StreamState:
             np.concatenate([p.values for p in pieces]),
         )
 
+    def snapshot(self) -> dict[str, Any]:
+        """The complete state as a JSON-ready dict; float64 values are kept bit-exact."""
+        return {
+            "last_time_ms": self.last_time_ms,
+            "last_group": self.last_group,
+            "windows_in_segment": self._windows_in_segment,
+            "segments_started": self.segments_started,
+            "raw": encode_array(self._raw),
+            "raw_time": self._raw_time.tolist(),
+            "smooth": encode_array(self._smooth),
+            "smooth_time": self._smooth_time.tolist(),
+        }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Load a `snapshot()` taken with the same channel count and lengths."""
+        c = self.n_channels
+        raw = decode_array(data["raw"]).reshape(-1, c)
+        smooth = decode_array(data["smooth"]).reshape(-1, c)
+        if raw.shape[0] >= self.smoothing_length or smooth.shape[0] >= self.window_length:
+            msg = "snapshot does not fit this stream state's smoothing or window length"
+            raise ValueError(msg)
+        self._raw, self._smooth = raw, smooth
+        self._raw_time = np.asarray(data["raw_time"], dtype=np.int64)
+        self._smooth_time = np.asarray(data["smooth_time"], dtype=np.int64)
+        self._windows_in_segment = int(data["windows_in_segment"])
+        self.segments_started = int(data["segments_started"])
+        self.last_time_ms = data["last_time_ms"]
+        self.last_group = data["last_group"]
+
     def _extend(self, times_ms: NDArray[np.int64], values: NDArray[np.float64]) -> StreamWindows:
         """Add readings of the current segment; return the windows they complete."""
         s, ln = self.smoothing_length, self.window_length
@@ -198,3 +229,13 @@ class StreamState:
         self._smooth = smooth[-(ln - 1) :].copy()
         self._smooth_time = smooth_time[-(ln - 1) :].copy()
         return out
+
+
+def encode_array(values: NDArray[np.float64]) -> str:
+    """float64 array -> base64 of its little-endian bytes (exact, compact)."""
+    return base64.b64encode(np.ascontiguousarray(values, dtype="<f8").tobytes()).decode("ascii")
+
+
+def decode_array(text: str) -> NDArray[np.float64]:
+    """Inverse of `encode_array` (1-D; the caller reshapes)."""
+    return np.frombuffer(base64.b64decode(text), dtype="<f8").astype(np.float64)

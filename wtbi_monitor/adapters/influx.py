@@ -1,0 +1,128 @@
+"""InfluxDB-protocol sink (influxdb-client v2 write API), acknowledged writes only.
+
+influxdb-client's batching mode does not flush on close and can lose data silently
+(docs/pitfalls.md), so this sink uses the SYNCHRONOUS write API on explicit chunks of at
+most `batch_lines` lines, from a worker thread, with the client's own retries off. Each
+failure is classified here and raised as `SinkError` for the service: 429, 5xx and
+connection errors are retryable (the Retry-After header is honoured); other 4xx are
+permanent and are not retried: the chunk goes to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import urllib3
+from influxdb_client.client.influxdb_client import InfluxDBClient
+from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.domain.write_precision import WritePrecision
+from influxdb_client.rest import ApiException
+
+from wtbi_monitor.config import InfluxSettings
+from wtbi_monitor.errors import Reason, SinkError
+from wtbi_monitor.logs import get_logger
+from wtbi_monitor.ports import DeadLetterSink
+from wtbi_monitor.scoring import DeadLetterRecord, InputRecord
+
+log = get_logger(__name__)
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), if any."""
+    if not headers:
+        return None
+    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        from datetime import UTC, datetime  # noqa: PLC0415 - rare path
+
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+class InfluxSink:
+    """Writes line-protocol lines and waits for the database to acknowledge them.
+
+    Args:
+        settings: URL, token, org, bucket, batch size, timeout, gzip.
+        dead_letters: where chunks the database rejects permanently (4xx) are sent.
+    """
+
+    def __init__(
+        self, settings: InfluxSettings, dead_letters: DeadLetterSink | None = None
+    ) -> None:
+        self.settings = settings
+        self.dead_letters = dead_letters
+        self._client = InfluxDBClient(
+            url=settings.url,
+            token=settings.token.get_secret_value(),
+            org=settings.org,
+            timeout=int(settings.timeout_s * 1000),
+            enable_gzip=settings.gzip,
+        )
+        self._write = self._client.write_api(write_options=SYNCHRONOUS)
+        self.rejected_lines = 0
+
+    def close(self) -> None:
+        """Release the HTTP pool."""
+        self._write.close()  # type: ignore[no-untyped-call]
+        self._client.close()  # type: ignore[no-untyped-call]
+
+    async def write(self, lines: list[str]) -> None:
+        """Write every line; raise `SinkError(retryable=True)` if the database is not there.
+
+        Chunks rejected with a permanent 4xx are dead-lettered and counted, not retried.
+        """
+        size = self.settings.batch_lines
+        for start in range(0, len(lines), size):
+            chunk = lines[start : start + size]
+            try:
+                await asyncio.to_thread(self._write_chunk, chunk)
+            except SinkError as exc:
+                if exc.retryable or self.dead_letters is None:
+                    raise
+                self.rejected_lines += len(chunk)
+                log.error("database_rejected_lines", lines=len(chunk), error=str(exc))  # noqa: TRY400 - expected, no traceback wanted
+                await self.dead_letters.publish(
+                    [
+                        DeadLetterRecord(
+                            InputRecord(
+                                partition=-1,
+                                offset=-1,
+                                key=b"influx",
+                                value="\n".join(chunk).encode(),
+                                topic="influx",
+                            ),
+                            Reason.SINK_REJECTED,
+                            str(exc)[:500],
+                        )
+                    ]
+                )
+
+    def _write_chunk(self, chunk: list[str]) -> None:
+        try:
+            self._write.write(
+                bucket=self.settings.bucket,
+                org=self.settings.org,
+                record="\n".join(chunk),
+                write_precision=WritePrecision.MS,  # type: ignore[arg-type]  # a str-valued constant
+            )
+        except ApiException as exc:
+            status = int(exc.status or 0)
+            retryable = status == 429 or status >= 500 or status == 0
+            body = (exc.body or b"")[:300] if isinstance(exc.body, bytes) else str(exc.body)[:300]
+            msg = f"database answered {status} {exc.reason}: {body!r}"
+            raise SinkError(
+                msg, retryable=retryable, retry_after_s=retry_after_seconds(exc.headers)
+            ) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            msg = f"database unreachable: {exc!r}"
+            raise SinkError(msg, retryable=True) from exc

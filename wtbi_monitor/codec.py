@@ -1,0 +1,208 @@
+"""Wire formats: the reading input contract and the alarm-event output (docs/schemas.md).
+
+Input, one JSON reading per Kafka message, keyed by turbine id:
+
+    {"turbine_id": "T01", "time": "2015-11-01T00:00:07Z" | 1446336007000,
+     "values": {"wind_speed": 5.1, ...}, "group": 3}
+
+or the compact array form, values in the configured channel order:
+
+    {"schema": 2, "turbine_id": "T01", "time": 1446336007000, "values": [5.1, ...]}
+
+`RecordDecoder.decode` returns a `Reading` or raises `RecordError` with a machine-readable
+reason (the dead-letter header); it never lets a bad record through and never crashes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import orjson
+
+from wtbi_monitor.domain import AlarmEvent, Reading
+from wtbi_monitor.errors import Reason, RecordError
+
+MAX_TURBINE_ID = 64
+
+
+def parse_time_ms(value: Any) -> int:
+    """Epoch milliseconds from an int/float (ms) or an RFC 3339 string (naive = UTC)."""
+    if isinstance(value, bool):
+        msg = "time must be a number of ms or an RFC 3339 string, not a boolean"
+        raise RecordError(Reason.BAD_TIME, msg)
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise RecordError(Reason.BAD_TIME, f"time {value!r} is not finite")
+        return round(value)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise RecordError(Reason.BAD_TIME, f"unparseable time {value[:40]!r}") from exc
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return round(parsed.timestamp() * 1000)
+    raise RecordError(Reason.BAD_TIME, f"time has type {type(value).__name__}")
+
+
+class RecordDecoder:
+    """Decode and validate readings for one channel list.
+
+    Args:
+        channels: configured channel names, in model order.
+        max_bytes: larger payloads are rejected before parsing.
+        max_future_s: readings further than this ahead of the wall clock are rejected.
+        clock: seconds since the epoch (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        channels: tuple[str, ...],
+        *,
+        max_bytes: int = 16_384,
+        max_future_s: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.channels = channels
+        self._channel_set = frozenset(channels)
+        self.max_bytes = max_bytes
+        self.max_future_ms = round(max_future_s * 1000)
+        self.clock = clock
+
+    def decode(self, payload: bytes | None, key: bytes | None = None) -> Reading:
+        """Validate one message; raise `RecordError` naming the first problem."""
+        if payload is None:
+            raise RecordError(Reason.MALFORMED_JSON, "empty message (tombstone)")
+        if len(payload) > self.max_bytes:
+            detail = f"payload of {len(payload)} bytes exceeds {self.max_bytes}"
+            raise RecordError(Reason.TOO_LARGE, detail)
+        doc = self._parse(payload)
+        if not isinstance(doc, dict):
+            raise RecordError(Reason.NOT_AN_OBJECT, f"top level is {type(doc).__name__}")
+        for name in ("turbine_id", "time", "values"):
+            if name not in doc:
+                raise RecordError(Reason.MISSING_FIELD, f"missing field {name!r}")
+        schema = doc.get("schema", 1)
+        if schema not in (1, 2):
+            raise RecordError(Reason.BAD_SCHEMA, f"unknown schema {schema!r} (1 or 2)")
+        turbine = doc["turbine_id"]
+        if not isinstance(turbine, str) or not 0 < len(turbine) <= MAX_TURBINE_ID:
+            detail = f"turbine_id must be a string of 1..{MAX_TURBINE_ID} characters"
+            raise RecordError(Reason.BAD_TURBINE_ID, detail)
+        if key is not None and key.decode("utf-8", "replace") != turbine:
+            detail = f"message key {key[:40]!r} differs from turbine_id {turbine!r}"
+            raise RecordError(Reason.KEY_MISMATCH, detail)
+        time_ms = parse_time_ms(doc["time"])
+        horizon = self.clock() * 1000 + self.max_future_ms
+        if time_ms > horizon:
+            detail = f"time {time_ms} ms is more than {self.max_future_ms} ms ahead of now"
+            raise RecordError(Reason.FUTURE_TIME, detail)
+        values = self._values(doc["values"], schema)
+        group = doc.get("group")
+        if group is not None and (isinstance(group, bool) or not isinstance(group, int)):
+            raise RecordError(Reason.BAD_GROUP, f"group must be an integer, got {group!r}")
+        return Reading(turbine_id=turbine, time_ms=time_ms, values=values, group=group)
+
+    @staticmethod
+    def _parse(payload: bytes) -> Any:
+        try:
+            return orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            # orjson rejects NaN/Infinity; the standard parser accepts them, which lets us
+            # name the real problem for producers that wrote them.
+            try:
+                json.loads(payload)
+            except (ValueError, UnicodeDecodeError):
+                raise RecordError(Reason.MALFORMED_JSON, str(exc)[:200]) from exc
+            raise RecordError(Reason.NON_FINITE, "NaN or Infinity in the message") from exc
+
+    def _values(self, raw: Any, schema: int) -> np.ndarray[Any, np.dtype[np.float64]]:
+        if schema == 2:
+            if not isinstance(raw, list):
+                raise RecordError(Reason.BAD_VALUE_TYPE, "schema 2 values must be a list")
+            if len(raw) != len(self.channels):
+                detail = f"{len(raw)} values for {len(self.channels)} channels"
+                raise RecordError(Reason.WRONG_LENGTH, detail)
+            ordered = raw
+        else:
+            if not isinstance(raw, dict):
+                raise RecordError(Reason.BAD_VALUE_TYPE, "values must be an object")
+            try:
+                ordered = [raw[c] for c in self.channels]
+            except KeyError:
+                missing = [c for c in self.channels if c not in raw]
+                raise RecordError(Reason.MISSING_CHANNELS, f"missing {missing[:5]}") from None
+            if len(raw) != len(self.channels):
+                unknown = sorted(set(raw) - self._channel_set)
+                raise RecordError(Reason.UNKNOWN_CHANNELS, f"unknown {unknown[:5]}")
+        for name, v in zip(self.channels, ordered, strict=True):
+            if type(v) is not float and (type(v) is not int):
+                detail = f"{name} is {type(v).__name__}, not a number"
+                raise RecordError(Reason.BAD_VALUE_TYPE, detail)
+        values = np.array(ordered, dtype=np.float64)
+        if not np.all(np.isfinite(values)):
+            raise RecordError(Reason.NON_FINITE, "non-finite channel value")
+        return values
+
+
+def encode_reading(
+    turbine_id: str,
+    time_ms: int,
+    values: np.ndarray[Any, np.dtype[np.float64]],
+    channels: tuple[str, ...],
+    *,
+    group: int | None = None,
+    compact: bool = False,
+) -> bytes:
+    """One reading as a message (schema 1 object form, or schema 2 array form)."""
+    doc: dict[str, Any] = {"turbine_id": turbine_id, "time": int(time_ms)}
+    if compact:
+        doc["schema"] = 2
+        doc["values"] = values.tolist()
+    else:
+        doc["values"] = dict(zip(channels, values.tolist(), strict=True))
+    if group is not None:
+        doc["group"] = int(group)
+    return orjson.dumps(doc)
+
+
+def format_rfc3339(time_ms: int | None) -> str | None:
+    """RFC 3339 UTC with milliseconds, or None."""
+    if time_ms is None:
+        return None
+    return datetime.fromtimestamp(time_ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def alarm_event_to_dict(event: AlarmEvent) -> dict[str, Any]:
+    """The alert-topic message for one alarm transition (docs/schemas.md)."""
+    return {
+        "schema": 1,
+        "alarm_id": event.alarm_id,
+        "turbine_id": event.turbine_id,
+        "state": event.state.value,
+        "start": format_rfc3339(event.start_ms),
+        "end": format_rfc3339(event.end_ms),
+        "event_time": format_rfc3339(event.event_time_ms),
+        "start_ms": event.start_ms,
+        "end_ms": event.end_ms,
+        "event_time_ms": event.event_time_ms,
+        "duration_s": event.duration_ms / 1000,
+        "peak_score": event.peak_score,
+        "threshold": event.threshold,
+        "severity": event.severity.value,
+        "model_name": event.model_name,
+        "model_version": event.model_version,
+        "top_channels": [{"channel": c, "share": s} for c, s in event.top_channels],
+        "windows_above": event.windows_above,
+    }
+
+
+def encode_alarm_event(event: AlarmEvent) -> bytes:
+    """`alarm_event_to_dict` as JSON bytes."""
+    return orjson.dumps(alarm_event_to_dict(event))

@@ -1,0 +1,134 @@
+"""Output records of the daemon and of replay: InfluxDB line protocol and JSON lines.
+
+docs/schemas.md documents both with examples. Everything a dashboard needs is a numeric
+field or a tag (string fields are lost on some InfluxDB-protocol databases and are costly
+on InfluxDB itself). Every point has a deterministic identity (measurement, tags,
+timestamp), so writing it again after a restart overwrites it instead of duplicating it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from wtbi_monitor.codec import alarm_event_to_dict
+from wtbi_monitor.domain import AlarmEvent, AlarmState
+from wtbi_monitor.scoring import TOP_K, ScorePoints
+
+_TAG_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\\": "\\\\"})
+_MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "\\": "\\\\"})
+
+
+def tag(value: str) -> str:
+    """Escape a tag key or value for line protocol."""
+    return value.translate(_TAG_ESCAPES)
+
+
+def measurement(value: str) -> str:
+    """Escape a measurement name for line protocol."""
+    return value.translate(_MEASUREMENT_ESCAPES)
+
+
+def _float(value: float) -> str:
+    return repr(float(value))  # shortest text that reads back as the same float
+
+
+def score_lines(points: ScorePoints, name: str, model: str, channels: tuple[str, ...]) -> list[str]:
+    """One line per window: `<name>,model=..,turbine=.. score=..,threshold=..,... <ms>`.
+
+    Fields: score, threshold, tail_probability, clip_fraction, above (0/1) and, for windows
+    whose per-channel errors were computed (score at or above the alarm's clear level),
+    top1..top3 (channel index in the configured order) and top1_share..top3_share.
+    """
+    del channels  # indices refer to the configured order; docs/schemas.md lists it
+    head = f"{measurement(name)},model={tag(model)},turbine="
+    thr = _float(points.threshold)
+    lines = []
+    scores = points.score.tolist()
+    tails = points.tail_probability.tolist()
+    clips = points.clip_fraction.tolist()
+    times = points.time_ms.tolist()
+    tops = points.top_index.tolist()
+    shares = points.top_share.tolist()
+    for i, turbine in enumerate(points.turbine):
+        s = scores[i]
+        fields = (
+            f"score={s!r},threshold={thr},tail_probability={tails[i]!r},"
+            f"clip_fraction={clips[i]!r},above={1 if s > points.threshold else 0}i"
+        )
+        if tops[i][0] >= 0:
+            for k in range(TOP_K):
+                if tops[i][k] >= 0:
+                    fields += f",top{k + 1}={tops[i][k]}i,top{k + 1}_share={shares[i][k]!r}"
+        lines.append(f"{head}{tag(turbine)} {fields} {times[i]}")
+    return lines
+
+
+def alarm_tags(event: AlarmEvent, model: str) -> dict[str, str]:
+    """Tags of an alarm event point (sorted keys)."""
+    tags = {
+        "alarm_id": event.alarm_id,
+        "model": model,
+        "model_version": event.model_version,
+        "severity": event.severity.value,
+        "state": event.state.value,
+        "turbine": event.turbine_id,
+    }
+    for k, (channel, _share) in enumerate(event.top_channels[:TOP_K]):
+        tags[f"top{k + 1}"] = channel
+    return dict(sorted(tags.items()))
+
+
+def alarm_fields(event: AlarmEvent) -> dict[str, float | int]:
+    """Numeric fields of an alarm event point."""
+    fields: dict[str, float | int] = {
+        "active": 1 if event.state is AlarmState.RAISED else 0,
+        "peak_score": event.peak_score,
+        "threshold": event.threshold,
+        "duration_s": event.duration_ms / 1000,
+        "start_s": event.start_ms / 1000,
+        "windows_above": event.windows_above,
+    }
+    for k, (_channel, share) in enumerate(event.top_channels[:TOP_K]):
+        fields[f"top{k + 1}_share"] = share
+    return fields
+
+
+def alarm_line(event: AlarmEvent, name: str, model: str) -> str:
+    """One line per alarm transition, at the transition's window time."""
+    tags = ",".join(f"{k}={tag(v)}" for k, v in alarm_tags(event, model).items())
+    fields = []
+    for k, v in alarm_fields(event).items():
+        if isinstance(v, int):
+            fields.append(f"{k}={v}i")
+        elif math.isfinite(v):
+            fields.append(f"{k}={_float(v)}")
+    return f"{measurement(name)},{tags} {','.join(fields)} {event.event_time_ms}"
+
+
+def score_records(points: ScorePoints, model: str) -> list[dict[str, Any]]:
+    """JSON-lines form of the score points (replay output)."""
+    out = []
+    tops = points.top_index.tolist()
+    shares = points.top_share.tolist()
+    for i, turbine in enumerate(points.turbine):
+        rec: dict[str, Any] = {
+            "type": "score",
+            "model": model,
+            "turbine_id": turbine,
+            "time_ms": int(points.time_ms[i]),
+            "score": float(points.score[i]),
+            "threshold": points.threshold,
+            "tail_probability": float(points.tail_probability[i]),
+            "clip_fraction": float(points.clip_fraction[i]),
+            "above": bool(points.score[i] > points.threshold),
+        }
+        if tops[i][0] >= 0:
+            rec["top"] = [[tops[i][k], shares[i][k]] for k in range(TOP_K) if tops[i][k] >= 0]
+        out.append(rec)
+    return out
+
+
+def alarm_record(event: AlarmEvent) -> dict[str, Any]:
+    """JSON-lines form of an alarm event (the alert-topic message plus a type)."""
+    return {"type": "alarm", **alarm_event_to_dict(event)}

@@ -1,0 +1,103 @@
+"""The service's view of the outside world: protocols the adapters implement.
+
+The service (service.py) talks only to these; adapters/ implements them with aiokafka and
+influxdb-client, and tests can drive the service with in-memory versions.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from wtbi_monitor.scoring import DeadLetterRecord, InputRecord
+
+
+class RebalanceHandler(Protocol):
+    """Called by the source around partition reassignments."""
+
+    async def on_revoked(self, partitions: set[int]) -> None:
+        """Partitions are about to be taken away: flush and commit them."""
+        ...
+
+    async def on_assigned(self, partitions: set[int]) -> None:
+        """Partitions were given to us: restore their state."""
+        ...
+
+
+class Source(Protocol):
+    """A partitioned, committable input (a Kafka consumer group member)."""
+
+    def set_handler(self, handler: RebalanceHandler) -> None:
+        """Register the rebalance handler (before `start`)."""
+        ...
+
+    async def start(self) -> None:
+        """Connect and join the group."""
+        ...
+
+    async def stop(self) -> None:
+        """Leave the group and close."""
+        ...
+
+    async def restart(self) -> None:
+        """Recreate the underlying consumer (watchdog)."""
+        ...
+
+    async def fetch(self, max_records: int, timeout_ms: int) -> list[InputRecord]:
+        """Next records of the assigned partitions, in partition-offset order."""
+        ...
+
+    async def commit(self, offsets: dict[int, int]) -> None:
+        """Commit: per partition, the offset of the NEXT record to read."""
+        ...
+
+    def pause(self) -> None:
+        """Stop fetching (the consumer stays in the group)."""
+        ...
+
+    def resume(self) -> None:
+        """Fetch again."""
+        ...
+
+    def assignment(self) -> set[int]:
+        """Assigned partitions."""
+        ...
+
+    def lag(self) -> dict[int, int]:
+        """Per assigned partition: records between our position and the highwater mark."""
+        ...
+
+
+class LineSink(Protocol):
+    """The time-series database (InfluxDB line protocol)."""
+
+    async def write(self, lines: list[str]) -> None:
+        """Write and wait for the acknowledgement; raise SinkError on failure."""
+        ...
+
+
+class MessageSink(Protocol):
+    """A keyed message topic (alerts, state snapshots)."""
+
+    async def publish(self, messages: list[tuple[bytes, bytes]]) -> None:
+        """Send (key, value) messages and wait until all are acknowledged."""
+        ...
+
+
+class DeadLetterSink(Protocol):
+    """Where rejected records go, with their reasons."""
+
+    async def publish(self, letters: list[DeadLetterRecord]) -> None:
+        """Send and wait until acknowledged."""
+        ...
+
+
+class StateStore(Protocol):
+    """Per-turbine snapshots (a compacted topic)."""
+
+    async def save(self, snapshots: list[tuple[str, bytes]]) -> None:
+        """Store (turbine id, snapshot) pairs; wait until acknowledged."""
+        ...
+
+    async def load(self, partitions: set[int]) -> list[bytes]:
+        """The latest snapshot of every turbine of the given input partitions."""
+        ...

@@ -1,0 +1,430 @@
+"""The streaming processor: input records in, score points, alarm events and dead letters out.
+
+The daemon and `wtbi-monitor replay` both run this class, so a replay of a file gives
+exactly the daemon's outputs. It owns the per-turbine state (stream smoothing/windowing
+plus the alarm machine) and works in three steps per micro-batch:
+
+1. `prepare` (event loop): decode and validate every record, skip records a restored
+   snapshot already contains, feed each turbine's readings to its `StreamState`;
+2. `score` (worker thread): scale and score every ready window of the batch, across all
+   turbines, in fixed-size chunks; per-channel errors only for windows that can matter to
+   an alarm (score at or above the clear level);
+3. `finish` (event loop): run each turbine's alarm machine over its windows in time order.
+
+Outputs do not depend on how records are cut into batches: windows are identical to the
+batch path (property-tested), scores do not depend on the batch (tested), and each
+turbine's alarm machine sees its windows in order.
+
+Recovery: `snapshot(turbine)` captures a turbine's whole state plus the input offset of the
+last reading it contains; `restore` loads it, and records at or below that offset are then
+skipped, so a snapshot written just before a crash is never applied twice.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+from numpy.typing import NDArray
+
+from wtbi_monitor.alarms import AlarmContext, TurbineAlarm
+from wtbi_monitor.codec import RecordDecoder
+from wtbi_monitor.config import AlarmSettings, PreprocessingSettings
+from wtbi_monitor.domain import AlarmEvent, WindowScore
+from wtbi_monitor.errors import Reason, RecordError
+from wtbi_monitor.model import Bundle
+from wtbi_monitor.preprocessing import StreamState
+
+SNAPSHOT_VERSION = 1
+TOP_K = 3
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """One consumed message (or one file row, for replay)."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int = 0
+    topic: str = ""
+
+
+@dataclass(frozen=True)
+class DeadLetterRecord:
+    """A rejected record and why."""
+
+    record: InputRecord
+    reason: str
+    detail: str
+
+
+@dataclass
+class ScorePoints:
+    """One row per scored window (columnar).
+
+    Attributes:
+        turbine: turbine id per window.
+        time_ms: int64 (n,), window timestamps.
+        score, tail_probability, clip_fraction: float64 (n,).
+        top_index: int64 (n, 3), channel indices of the largest excess errors, -1 when
+            per-channel errors were not computed for that window.
+        top_share: float64 (n, 3), their shares of the window's excess error.
+        threshold: the threshold in force.
+    """
+
+    turbine: list[str]
+    time_ms: NDArray[np.int64]
+    score: NDArray[np.float64]
+    tail_probability: NDArray[np.float64]
+    clip_fraction: NDArray[np.float64]
+    top_index: NDArray[np.int64]
+    top_share: NDArray[np.float64]
+    threshold: float
+
+    def __len__(self) -> int:
+        return len(self.turbine)
+
+    @classmethod
+    def empty(cls, threshold: float) -> ScorePoints:
+        """No windows."""
+        return cls(
+            [],
+            np.empty(0, np.int64),
+            np.empty(0),
+            np.empty(0),
+            np.empty(0),
+            np.empty((0, TOP_K), np.int64),
+            np.empty((0, TOP_K)),
+            threshold,
+        )
+
+
+@dataclass
+class Prepared:
+    """Result of `prepare`: ready windows (grouped by turbine, time order within each)."""
+
+    turbines: list[str]  # turbine of each window
+    time_ms: NDArray[np.int64]
+    windows: NDArray[np.float64]  # (n, L, C) smoothed, unscaled
+    dead_letters: list[DeadLetterRecord]
+    touched: set[str]
+    last_offsets: dict[int, int]  # partition -> highest offset in the batch
+    records: int
+    readings: int
+    skipped: int
+    oldest_timestamp_ms: int | None
+
+
+@dataclass
+class Scored:
+    """Result of `score` (computed off the event loop)."""
+
+    score: NDArray[np.float64]
+    tail_probability: NDArray[np.float64]
+    clip_fraction: NDArray[np.float64]
+    channel_means: NDArray[np.float64]
+    channel_error: NDArray[np.float64]  # (n, C), zeros where not computed
+    has_channels: NDArray[np.bool_]
+
+
+@dataclass
+class BatchResult:
+    """Everything a micro-batch produced."""
+
+    points: ScorePoints
+    events: list[AlarmEvent]
+    dead_letters: list[DeadLetterRecord]
+    touched: set[str]
+    last_offsets: dict[int, int]
+    records: int = 0
+    readings: int = 0
+    skipped: int = 0
+    oldest_timestamp_ms: int | None = None
+
+
+@dataclass
+class _Turbine:
+    stream: StreamState
+    alarm: TurbineAlarm
+    partition: int
+    offset: int = -1  # input offset of the last reading this state contains
+
+
+@dataclass
+class _Pending:
+    times: list[int] = field(default_factory=list)
+    values: list[NDArray[np.float64]] = field(default_factory=list)
+    groups: list[int] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    partition: int = 0
+    last_time: int | None = None
+
+
+class StreamProcessor:
+    """Per-turbine streaming state plus the model: the product's processing core.
+
+    Args:
+        bundle: the loaded model bundle (on its device).
+        preprocessing: must match the bundle (checked when the bundle was loaded).
+        alarm: alarm settings.
+        decoder: validates records against the bundle's channels.
+        score_batch_size: windows per inference call (fixed-size buckets).
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        preprocessing: PreprocessingSettings,
+        alarm: AlarmSettings,
+        decoder: RecordDecoder,
+        score_batch_size: int = 512,
+    ) -> None:
+        self.bundle = bundle
+        self.pre = preprocessing
+        self.alarm_settings = alarm
+        self.decoder = decoder
+        self.score_batch_size = score_batch_size
+        self.context: AlarmContext = bundle.alarm_context()
+        self.clear_level = self.context.clear_level(alarm.hysteresis)
+        self.turbines: dict[str, _Turbine] = {}
+        channels = preprocessing.channels
+        self._gate_index = tuple(
+            channels.index(name) if name in channels else None
+            for name in (alarm.temperature_channel, alarm.power_channel, alarm.wind_channel)
+        )
+
+    # ------------------------------------------------------------------ state
+
+    def _turbine(self, turbine_id: str, partition: int) -> _Turbine:
+        t = self.turbines.get(turbine_id)
+        if t is None:
+            t = _Turbine(
+                stream=StreamState(
+                    n_channels=len(self.pre.channels),
+                    smoothing_length=self.pre.smoothing_length,
+                    window_length=self.pre.window_length,
+                    max_gap_ms=self.pre.max_gap_ms,
+                ),
+                alarm=TurbineAlarm(turbine_id, self.alarm_settings, self.context),
+                partition=partition,
+            )
+            self.turbines[turbine_id] = t
+        t.partition = partition
+        return t
+
+    def snapshot(self, turbine_id: str) -> bytes:
+        """A turbine's whole state (JSON) with the offset of its last reading."""
+        t = self.turbines[turbine_id]
+        return orjson.dumps(
+            {
+                "v": SNAPSHOT_VERSION,
+                "turbine_id": turbine_id,
+                "partition": t.partition,
+                "offset": t.offset,
+                "model_version": self.context.model_version,
+                "stream": t.stream.snapshot(),
+                "alarm": t.alarm.snapshot(),
+            }
+        )
+
+    def restore(self, payload: bytes) -> str:
+        """Load a snapshot; returns the turbine id.
+
+        Alarm state from another model version is not restored: its alarm ids would not
+        match this model's.
+        """
+        doc: dict[str, Any] = orjson.loads(payload)
+        if doc.get("v") != SNAPSHOT_VERSION:
+            msg = f"unknown snapshot version {doc.get('v')!r}"
+            raise ValueError(msg)
+        turbine_id = str(doc["turbine_id"])
+        t = self._turbine(turbine_id, int(doc["partition"]))
+        t.offset = int(doc["offset"])
+        t.stream.restore(doc["stream"])
+        if doc.get("model_version") == self.context.model_version:
+            t.alarm.restore(doc["alarm"])
+        return turbine_id
+
+    def drop_partitions(self, partitions: set[int]) -> list[str]:
+        """Forget the turbines of revoked partitions; returns their ids."""
+        gone = [tid for tid, t in self.turbines.items() if t.partition in partitions]
+        for tid in gone:
+            del self.turbines[tid]
+        return gone
+
+    # ------------------------------------------------------------------ steps
+
+    def prepare(self, records: list[InputRecord]) -> Prepared:
+        """Decode, validate and window a micro-batch (records in partition-offset order)."""
+        dead: list[DeadLetterRecord] = []
+        pending: dict[str, _Pending] = {}
+        last_offsets: dict[int, int] = {}
+        skipped = 0
+        oldest: int | None = None
+        for rec in records:
+            last_offsets[rec.partition] = max(rec.offset, last_offsets.get(rec.partition, -1))
+            try:
+                reading = self.decoder.decode(rec.value, rec.key)
+            except RecordError as exc:
+                dead.append(DeadLetterRecord(rec, exc.reason, exc.detail))
+                continue
+            known = self.turbines.get(reading.turbine_id)
+            if (
+                known is not None
+                and rec.offset <= known.offset
+                and rec.partition == known.partition
+            ):
+                skipped += 1  # already inside a restored snapshot
+                continue
+            p = pending.get(reading.turbine_id)
+            if p is None:
+                p = _Pending(partition=rec.partition)
+                pending[reading.turbine_id] = p
+                p.last_time = known.stream.last_time_ms if known is not None else None
+            if p.last_time is not None and reading.time_ms <= p.last_time:
+                reason = (
+                    Reason.DUPLICATE_TIME if reading.time_ms == p.last_time else Reason.OUT_OF_ORDER
+                )
+                detail = (
+                    f"time {reading.time_ms} ms is not after the turbine's last {p.last_time} ms"
+                )
+                dead.append(DeadLetterRecord(rec, reason, detail))
+                continue
+            p.last_time = reading.time_ms
+            p.times.append(reading.time_ms)
+            p.values.append(reading.values)
+            p.groups.append(-1 if reading.group is None else reading.group)
+            p.offsets.append(rec.offset)
+            if rec.timestamp_ms and (oldest is None or rec.timestamp_ms < oldest):
+                oldest = rec.timestamp_ms
+        turbines: list[str] = []
+        times: list[NDArray[np.int64]] = []
+        windows: list[NDArray[np.float64]] = []
+        readings = 0
+        for tid, p in pending.items():
+            t = self._turbine(tid, p.partition)
+            out = t.stream.push_many(
+                np.asarray(p.times, dtype=np.int64),
+                np.stack(p.values),
+                np.asarray(p.groups, dtype=np.int64),
+            )
+            t.offset = p.offsets[-1]
+            readings += len(p.times)
+            if len(out):
+                turbines.extend([tid] * len(out))
+                times.append(out.time_ms)
+                windows.append(out.values)
+        c, ln = len(self.pre.channels), self.pre.window_length
+        return Prepared(
+            turbines=turbines,
+            time_ms=np.concatenate(times) if times else np.empty(0, np.int64),
+            windows=np.concatenate(windows) if windows else np.empty((0, ln, c)),
+            dead_letters=dead,
+            touched=set(pending),
+            last_offsets=last_offsets,
+            records=len(records),
+            readings=readings,
+            skipped=skipped,
+            oldest_timestamp_ms=oldest,
+        )
+
+    def score(self, prepared: Prepared) -> Scored:
+        """Score every window of the batch (thread-safe: touches only the model)."""
+        n = prepared.windows.shape[0]
+        c = len(self.pre.channels)
+        score = np.empty(n)
+        tail = np.empty(n)
+        clip = np.empty(n)
+        means = np.empty((n, c))
+        for start in range(0, n, self.score_batch_size):
+            part = slice(start, start + self.score_batch_size)
+            out = self.bundle.score_windows(prepared.windows[part], with_channels=False)
+            score[part], tail[part], clip[part] = out.score, out.tail_probability, out.clip_fraction
+            means[part] = out.channel_means
+        errors = np.zeros((n, c))
+        hot = np.flatnonzero(score >= self.clear_level)
+        if hot.size and self.bundle.detector.has_decoder:
+            for start in range(0, hot.size, self.score_batch_size):
+                idx = hot[start : start + self.score_batch_size]
+                out = self.bundle.score_windows(prepared.windows[idx], with_channels=True)
+                if out.channel_error is not None:
+                    errors[idx] = out.channel_error
+        has = np.zeros(n, dtype=np.bool_)
+        if self.bundle.detector.has_decoder:
+            has[hot] = True
+        return Scored(score, tail, clip, means, errors, has)
+
+    def finish(self, prepared: Prepared, scored: Scored) -> BatchResult:
+        """Run the alarm machines over the scored windows; assemble the outputs."""
+        events: list[AlarmEvent] = []
+        gate_t, gate_p, gate_w = self._gate_index
+        ref = self.context.channel_reference
+        n = len(prepared.turbines)
+        top_index = np.full((n, TOP_K), -1, dtype=np.int64)
+        top_share = np.zeros((n, TOP_K))
+        for hot in np.flatnonzero(scored.has_channels).tolist():
+            excess = scored.channel_error[hot] - (0.0 if ref is None else ref)
+            excess = np.clip(excess, 0.0, None)
+            total = float(excess.sum())
+            if total > 0:
+                order = np.argsort(-excess, kind="stable")[:TOP_K]
+                top_index[hot, : order.size] = order
+                top_share[hot, : order.size] = excess[order] / total
+        threshold = self.context.threshold
+        for i in range(n):
+            tid = prepared.turbines[i]
+            m = scored.channel_means[i]
+            w = WindowScore(
+                turbine_id=tid,
+                time_ms=int(prepared.time_ms[i]),
+                score=float(scored.score[i]),
+                threshold=threshold,
+                tail_probability=float(scored.tail_probability[i]),
+                channel_errors=scored.channel_error[i] if scored.has_channels[i] else None,
+                clip_fraction=float(scored.clip_fraction[i]),
+                ambient_temp=None if gate_t is None else float(m[gate_t]),
+                power=None if gate_p is None else float(m[gate_p]),
+                wind_speed=None if gate_w is None else float(m[gate_w]),
+            )
+            event = self.turbines[tid].alarm.update(w)
+            if event is not None:
+                events.append(event)
+        points = ScorePoints(
+            turbine=prepared.turbines,
+            time_ms=prepared.time_ms,
+            score=scored.score,
+            tail_probability=scored.tail_probability,
+            clip_fraction=scored.clip_fraction,
+            top_index=top_index,
+            top_share=top_share,
+            threshold=threshold,
+        )
+        return BatchResult(
+            points=points,
+            events=events,
+            dead_letters=prepared.dead_letters,
+            touched=prepared.touched,
+            last_offsets=prepared.last_offsets,
+            records=prepared.records,
+            readings=prepared.readings,
+            skipped=prepared.skipped,
+            oldest_timestamp_ms=prepared.oldest_timestamp_ms,
+        )
+
+    def process(self, records: list[InputRecord]) -> BatchResult:
+        """All three steps in the calling thread (replay, tests)."""
+        prepared = self.prepare(records)
+        return self.finish(prepared, self.score(prepared))
+
+
+def group_by_partition(records: list[InputRecord]) -> dict[int, list[InputRecord]]:
+    """Records per partition, each list in offset order."""
+    out: dict[int, list[InputRecord]] = defaultdict(list)
+    for r in records:
+        out[r.partition].append(r)
+    return out

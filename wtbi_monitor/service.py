@@ -1,0 +1,370 @@
+"""The daemon's main loop: fetch -> process -> deliver -> snapshot -> commit.
+
+At-least-once input with idempotent outputs (docs/recovery.md):
+
+1. fetch a micro-batch (at most `max_batch_records`, waiting at most `max_wait_ms`);
+2. process it: decode/validate/window on the event loop, score in a worker thread, run
+   the alarm machines;
+3. deliver: dead letters, then score and alarm points to the database, then alarm events
+   to the alert topic; each sink must acknowledge. Retryable failures (429, 5xx, lost
+   connections) pause the input and retry with exponential backoff while the consumer
+   keeps polling (so it stays in its group); memory holds one pending batch only;
+4. every `commit_interval_s`: save the snapshots of the turbines that changed, then
+   commit the input offsets. A snapshot is never older than the committed offsets, and
+   the processor skips records a snapshot already contains, so a crash anywhere gives the
+   same final outputs as an uninterrupted run.
+
+Rebalances: on revoke, commit (if nothing is pending) and drop the revoked turbines; on
+assign, restore the assigned partitions' snapshots. A lock keeps these callbacks from
+interleaving with a batch in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from wtbi_monitor.codec import encode_alarm_event
+from wtbi_monitor.config import InfluxSettings, ServiceSettings
+from wtbi_monitor.errors import SinkError
+from wtbi_monitor.logs import get_logger
+from wtbi_monitor.outputs import alarm_line, score_lines
+from wtbi_monitor.ports import DeadLetterSink, LineSink, MessageSink, Source, StateStore
+from wtbi_monitor.scoring import BatchResult, InputRecord, StreamProcessor
+from wtbi_monitor.telemetry import Health, ServiceMetrics
+
+log = get_logger(__name__)
+
+#: Delivery steps of a batch, in order.
+_STEPS = ("dead_letters", "points", "alerts")
+
+
+@dataclass
+class _Pending:
+    result: BatchResult
+    lines: list[str]
+    alerts: list[tuple[bytes, bytes]]
+    step: int = 0
+    attempts: int = 0
+    fetched_at: float = field(default_factory=time.time)
+
+
+DeliveredHook = Callable[[BatchResult, float], None]
+
+
+class Service:
+    """One daemon instance (a consumer-group member) wired to its ports."""
+
+    def __init__(
+        self,
+        *,
+        processor: StreamProcessor,
+        source: Source,
+        lines: LineSink,
+        alerts: MessageSink,
+        dead_letters: DeadLetterSink,
+        state: StateStore,
+        settings: ServiceSettings,
+        influx: InfluxSettings,
+        metrics: ServiceMetrics | None = None,
+        health: Health | None = None,
+        on_delivered: DeliveredHook | None = None,
+    ) -> None:
+        self.processor = processor
+        self.source = source
+        self.lines = lines
+        self.alerts = alerts
+        self.dead_letters = dead_letters
+        self.state = state
+        self.settings = settings
+        self.influx = influx
+        self.metrics = metrics or ServiceMetrics()
+        self.health = health or Health()
+        self.on_delivered = on_delivered
+        self._lock = asyncio.Lock()
+        self._pending: _Pending | None = None
+        self._stash: list[InputRecord] = []
+        self._offsets: dict[int, int] = {}  # partition -> next offset to commit
+        self._committed: dict[int, int] = {}
+        self._dirty: set[str] = set()
+        self._last_commit = time.monotonic()
+        self._last_progress = time.monotonic()
+        self._progress_mark: dict[int, int] = {}
+        self._paused = False
+        self._retry_after: float | None = None
+        self._model = processor.bundle.name
+        self._channels = processor.pre.channels
+
+    # ------------------------------------------------------------------ main loop
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set; then finish the batch in hand, commit and close."""
+        self.source.set_handler(self)
+        await self.source.start()
+        self.health.started = True
+        watchdog = asyncio.create_task(self._watchdog(stop), name="wtbi-watchdog")
+        clean = True
+        try:
+            while not stop.is_set():
+                self.health.beat()
+                if self._pending is not None:
+                    if not await self._retry_pending():
+                        await self._idle_poll(stop)
+                    continue
+                records = self._stash or await self.source.fetch(
+                    self.settings.max_batch_records, self.settings.max_wait_ms
+                )
+                self._stash = []
+                if records:
+                    async with self._lock:
+                        await self._process(records)
+                        await self._deliver()
+                if self._pending is None and self._commit_due():
+                    async with self._lock:
+                        await self._commit()
+            clean = await self._drain(stop)
+        finally:
+            self.health.stopping = True
+            watchdog.cancel()
+            await self._bounded(self.source.stop(), "source.stop")
+            log.info("service_stopped", clean=clean, committed=self._committed)
+
+    async def _drain(self, stop: asyncio.Event) -> bool:
+        """Graceful stop: deliver what is in hand (bounded), then commit it."""
+        del stop
+        deadline = time.monotonic() + self.settings.shutdown_timeout_s
+        while self._pending is not None and time.monotonic() < deadline:
+            if not await self._retry_pending():
+                await asyncio.sleep(min(self._backoff(), max(0.0, deadline - time.monotonic())))
+        if self._pending is not None:
+            log.warning(
+                "shutdown_with_undelivered_batch",
+                detail="not committed; it will be processed again after restart",
+            )
+            return False
+        async with self._lock:
+            return await self._bounded(self._commit(force=True), "final commit")
+
+    async def _bounded(self, coro: object, what: str) -> bool:
+        try:
+            await asyncio.wait_for(coro, self.settings.shutdown_timeout_s)  # type: ignore[arg-type]
+        except TimeoutError:
+            log.warning("shutdown_step_timed_out", step=what)
+            return False
+        except Exception as exc:  # noqa: BLE001 - shutdown must go on whatever happened
+            log.warning("shutdown_step_failed", step=what, error=repr(exc))
+            return False
+        return True
+
+    # ------------------------------------------------------------------ batches
+
+    async def _process(self, records: list[InputRecord]) -> None:
+        self.metrics.consumed.inc(len(records))
+        self.metrics.batch_records.observe(len(records))
+        prepared = self.processor.prepare(records)
+        t0 = time.perf_counter()
+        scored = await asyncio.to_thread(self.processor.score, prepared)
+        inference = time.perf_counter() - t0
+        self.metrics.inference_seconds.observe(inference)
+        result = self.processor.finish(prepared, scored)
+        lines = score_lines(
+            result.points, self.influx.score_measurement, self._model, self._channels
+        )
+        lines += [alarm_line(e, self.influx.alarm_measurement, self._model) for e in result.events]
+        alerts = [(e.turbine_id.encode(), encode_alarm_event(e)) for e in result.events]
+        self._pending = _Pending(result, lines, alerts)
+        log.info(
+            "batch",
+            records=result.records,
+            readings=result.readings,
+            windows=len(result.points),
+            rejected=len(result.dead_letters),
+            skipped=result.skipped,
+            alarms=len(result.events),
+            inference_ms=round(inference * 1000, 1),
+        )
+
+    async def _deliver(self) -> bool:
+        """Push the pending batch through its remaining steps; False on a retryable error."""
+        pending = self._pending
+        if pending is None:
+            return True
+        result = pending.result
+        try:
+            while pending.step < len(_STEPS):
+                step = _STEPS[pending.step]
+                if step == "dead_letters" and result.dead_letters:
+                    await self.dead_letters.publish(result.dead_letters)
+                elif step == "points" and pending.lines:
+                    await self.lines.write(pending.lines)
+                elif step == "alerts" and pending.alerts:
+                    await self.alerts.publish(pending.alerts)
+                pending.step += 1
+        except SinkError as exc:
+            pending.attempts += 1
+            sink = _STEPS[pending.step]
+            self.metrics.sink_errors.labels(
+                sink, "retryable" if exc.retryable else "permanent"
+            ).inc()
+            self.health.sinks_ok = False
+            if not self._paused:
+                self.source.pause()
+                self._paused = True
+                self.metrics.paused.set(1)
+            log.warning(
+                "sink_write_failed",
+                sink=sink,
+                attempt=pending.attempts,
+                error=str(exc),
+                retry_after_s=exc.retry_after_s,
+            )
+            self._retry_after = exc.retry_after_s
+            return False
+        self._finish_batch(pending)
+        return True
+
+    def _finish_batch(self, pending: _Pending) -> None:
+        result = pending.result
+        for reason in (d.reason for d in result.dead_letters):
+            self.metrics.rejected.labels(reason).inc()
+        self.metrics.decoded.inc(result.readings)
+        self.metrics.skipped.inc(result.skipped)
+        self.metrics.windows.inc(len(result.points))
+        for event in result.events:
+            self.metrics.alarms.labels(event.state.value).inc()
+        for partition, offset in result.last_offsets.items():
+            self._offsets[partition] = max(offset + 1, self._offsets.get(partition, 0))
+        self._dirty |= result.touched
+        now = time.time()
+        if result.oldest_timestamp_ms:
+            self.metrics.latency_seconds.observe(max(0.0, now - result.oldest_timestamp_ms / 1000))
+        if self.on_delivered is not None:
+            self.on_delivered(result, now)
+        self._pending = None
+        if self._paused:
+            self.source.resume()
+            self._paused = False
+            self.metrics.paused.set(0)
+            log.info("sinks_recovered", attempts=pending.attempts)
+        self.health.sinks_ok = True
+
+    async def _retry_pending(self) -> bool:
+        async with self._lock:
+            return await self._deliver()
+
+    def _backoff(self) -> float:
+        pending = self._pending
+        attempts = pending.attempts if pending else 1
+        delay = min(
+            self.settings.retry_max_s, self.settings.retry_initial_s * 2.0 ** max(0, attempts - 1)
+        )
+        hinted = self._retry_after
+        return max(delay, hinted) if hinted else delay
+
+    async def _idle_poll(self, stop: asyncio.Event) -> None:
+        """Wait out the backoff while polling the (paused) consumer to stay in the group."""
+        deadline = time.monotonic() + self._backoff()
+        while not stop.is_set() and time.monotonic() < deadline:
+            self.health.beat()
+            wait_ms = max(1, min(500, int((deadline - time.monotonic()) * 1000)))
+            extra = await self.source.fetch(self.settings.max_batch_records, wait_ms)
+            if extra:  # prefetched before the pause: keep them, in order, for later
+                self._stash.extend(extra)
+
+    # ------------------------------------------------------------------ commits
+
+    def _commit_due(self) -> bool:
+        return time.monotonic() - self._last_commit >= self.settings.commit_interval_s
+
+    async def _commit(self, *, force: bool = False) -> bool:
+        """Save snapshots of changed turbines, then commit offsets (caller holds the lock)."""
+        assigned = self.source.assignment()
+        offsets = {
+            p: o for p, o in self._offsets.items() if p in assigned and o != self._committed.get(p)
+        }
+        if not offsets and not self._dirty and not force:
+            self._last_commit = time.monotonic()
+            return True
+        snapshots = [
+            (tid, self.processor.snapshot(tid))
+            for tid in sorted(self._dirty)
+            if tid in self.processor.turbines
+        ]
+        try:
+            if snapshots:
+                await self.state.save(snapshots)
+            if offsets:
+                await self.source.commit(offsets)
+        except Exception as exc:  # noqa: BLE001 - a failed commit is retried next interval
+            self.metrics.sink_errors.labels("commit", "retryable").inc()
+            log.warning("commit_failed", error=repr(exc))
+            return False
+        self._committed.update(offsets)
+        self._dirty.clear()
+        self._last_commit = time.monotonic()
+        self.metrics.commits.inc()
+        return True
+
+    # ------------------------------------------------------------------ rebalances
+
+    async def on_revoked(self, partitions: set[int]) -> None:
+        """Commit what was delivered, then forget the revoked partitions' turbines."""
+        async with self._lock:
+            if self._pending is None:
+                await self._commit()
+            gone = self.processor.drop_partitions(partitions)
+            self._dirty -= set(gone)
+            for p in partitions:
+                self._offsets.pop(p, None)
+                self._committed.pop(p, None)
+            self._stash = [r for r in self._stash if r.partition not in partitions]
+            log.info("partitions_revoked", partitions=sorted(partitions), turbines=len(gone))
+
+    async def on_assigned(self, partitions: set[int]) -> None:
+        """Restore the assigned partitions' turbines from their snapshots."""
+        async with self._lock:
+            self.processor.drop_partitions(partitions)
+            snapshots = await self.state.load(partitions)
+            restored = [self.processor.restore(s) for s in snapshots]
+            assigned = self.source.assignment() | partitions
+            self.health.assigned = bool(assigned)
+            self.metrics.assigned.set(len(assigned))
+            self._last_progress = time.monotonic()
+            log.info("partitions_assigned", partitions=sorted(partitions), restored=len(restored))
+
+    # ------------------------------------------------------------------ watchdog
+
+    async def _watchdog(self, stop: asyncio.Event) -> None:
+        """Watch progress: unready when stalled while behind, consumer recreated past a limit.
+
+        aiokafka consumers can stall silently after broker restarts or rebalances
+        (docs/pitfalls.md).
+        """
+        while not stop.is_set():
+            await asyncio.sleep(1.0)
+            try:
+                lag = self.source.lag()
+            except Exception as exc:  # noqa: BLE001 - a watchdog must not die
+                log.warning("watchdog_lag_failed", error=repr(exc))
+                continue
+            for partition, behind in lag.items():
+                self.metrics.lag.labels(str(partition)).set(behind)
+            if self._offsets != self._progress_mark:
+                self._progress_mark = dict(self._offsets)
+                self._last_progress = time.monotonic()
+            if self._paused or not any(v > 0 for v in lag.values()):
+                self._last_progress = time.monotonic()  # nothing to consume, or paused on purpose
+            age = time.monotonic() - self._last_progress
+            self.metrics.progress_age.set(age)
+            self.health.consuming = age < self.settings.watchdog_unready_s
+            self.metrics.ready.set(1 if self.health.ready else 0)
+            if age >= self.settings.watchdog_restart_s:
+                log.warning("consumer_stalled_restarting", stalled_s=round(age, 1))
+                self.metrics.consumer_restarts.inc()
+                self._last_progress = time.monotonic()
+                try:
+                    await self.source.restart()
+                except Exception as exc:  # noqa: BLE001 - try again next time
+                    log.warning("consumer_restart_failed", error=repr(exc))
