@@ -67,3 +67,34 @@ def soft_iae(tiny_windows) -> Detector:
 def workdir(tmp_path: Path) -> Path:
     """A temporary folder."""
     return tmp_path
+
+
+TINY_SETTINGS = {
+    "model": {"preset": "small"},
+    "training": {
+        "epochs": 2,
+        "pretrain_epochs": 1,
+        "warmup_epochs": 1,
+        "batch_size": 64,
+        "learning_rate": 1e-3,
+        "max_train_windows": 500,
+        "max_validation_windows": 500,
+    },
+    # a short on-delay so that even a tiny model gives a few alarm events to compare
+    "alarm": {"on_k": 3, "on_n": 5, "off_n": 6, "hysteresis": 0.5},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_farm, tmp_path_factory):
+    """A calibrated small IAE-LSTM-KL bundle, saved to disk (for the daemon)."""
+    from wtbi_monitor.model import save_bundle
+    from wtbi_monitor.training.train import fit_member, prepare_training_data, split_history
+
+    settings = Settings(**TINY_SETTINGS)  # type: ignore[arg-type]
+    train, val = split_history(tiny_farm, 0.3)
+    bundle = fit_member(
+        "iae_lstm_kl:soft", prepare_training_data(train, val, settings), settings, name="tiny"
+    )
+    save_bundle(tmp_path_factory.mktemp("bundle") / "tiny", bundle)
+    return bundle

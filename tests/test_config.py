@@ -50,3 +50,14 @@ def test_default_toml_matches_the_code_defaults(monkeypatch, tmp_path):
 
 def test_configuration_reference_is_up_to_date():
     assert (ROOT / "docs" / "configuration.md").read_text() == render()
+
+
+def test_secrets_never_appear_in_dumps_or_reprs(monkeypatch):
+    monkeypatch.setenv("WTBI_INFLUX__TOKEN", "tok-very-secret")
+    monkeypatch.setenv("WTBI_KAFKA__SASL_PASSWORD", "pw-very-secret")
+    s = load_settings()
+    assert s.influx.token.get_secret_value() == "tok-very-secret"
+    assert s.kafka.sasl_password is not None
+    assert s.kafka.sasl_password.get_secret_value() == "pw-very-secret"
+    for text in (repr(s), str(s.model_dump()), s.model_dump_json()):
+        assert "very-secret" not in text

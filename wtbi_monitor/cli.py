@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -317,8 +318,9 @@ def build_processor(settings: Settings) -> StreamProcessor:
     )
 
 
-async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
-    """Run the daemon until SIGTERM/SIGINT (or `stop`)."""
+@contextlib.asynccontextmanager
+async def open_service(settings: Settings) -> AsyncIterator[tuple[Service, HttpEndpoint]]:
+    """Wire the adapters into a service (the only place that does); close them after."""
     processor = build_processor(settings)
     log.info(
         "starting",
@@ -328,10 +330,6 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
     )
     if settings.kafka.create_topics:
         await ensure_topics(settings.kafka)
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     outputs = KafkaOutputs(settings.kafka)
     await outputs.start()
     dead_letters = DeadLetters(outputs)
@@ -352,11 +350,26 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         health=health,
     )
     try:
-        await service.run(stop)
+        yield service, http
     finally:
         await http.stop()
-        await asyncio.wait_for(outputs.stop(), settings.service.shutdown_timeout_s)
-        influx.close()
+        try:
+            await asyncio.wait_for(outputs.stop(), settings.service.shutdown_timeout_s)
+        finally:
+            influx.close()
+
+
+async def serve(
+    settings: Settings, stop: asyncio.Event | None = None, *, install_signals: bool = True
+) -> int:
+    """Run the daemon until SIGTERM/SIGINT (or until `stop` is set)."""
+    stop = stop or asyncio.Event()
+    if install_signals:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    async with open_service(settings) as (service, _http):
+        await service.run(stop)
     return 0
 
 

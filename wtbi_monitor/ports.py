@@ -70,8 +70,11 @@ class Source(Protocol):
 class LineSink(Protocol):
     """The time-series database (InfluxDB line protocol)."""
 
-    async def write(self, lines: list[str]) -> None:
-        """Write and wait for the acknowledgement; raise SinkError on failure."""
+    async def write(self, lines: list[str]) -> int:
+        """Write and wait for the acknowledgement; raise SinkError on a retryable failure.
+
+        Returns how many lines the database refused for good (dead-lettered, not retried).
+        """
         ...
 
 

@@ -307,6 +307,8 @@ class StreamProcessor:
         windows: list[NDArray[np.float64]] = []
         readings = 0
         for tid, p in pending.items():
+            if not p.times:  # every reading of this turbine in the batch was rejected
+                continue
             t = self._turbine(tid, p.partition)
             out = t.stream.push_many(
                 np.asarray(p.times, dtype=np.int64),
@@ -325,7 +327,7 @@ class StreamProcessor:
             time_ms=np.concatenate(times) if times else np.empty(0, np.int64),
             windows=np.concatenate(windows) if windows else np.empty((0, ln, c)),
             dead_letters=dead,
-            touched=set(pending),
+            touched={tid for tid, p in pending.items() if p.times},
             last_offsets=last_offsets,
             records=len(records),
             readings=readings,

@@ -109,9 +109,9 @@ class Service:
         try:
             while not stop.is_set():
                 self.health.beat()
-                if self._pending is not None:
-                    if not await self._retry_pending():
-                        await self._idle_poll(stop)
+                if self._pending is not None:  # only a failed delivery leaves a batch here
+                    await self._idle_poll(stop)
+                    await self._retry_pending()
                     continue
                 records = self._stash or await self.source.fetch(
                     self.settings.max_batch_records, self.settings.max_wait_ms
@@ -198,7 +198,8 @@ class Service:
                 if step == "dead_letters" and result.dead_letters:
                     await self.dead_letters.publish(result.dead_letters)
                 elif step == "points" and pending.lines:
-                    await self.lines.write(pending.lines)
+                    refused = await self.lines.write(pending.lines)
+                    self.metrics.points_refused.inc(refused)
                 elif step == "alerts" and pending.alerts:
                     await self.alerts.publish(pending.alerts)
                 pending.step += 1

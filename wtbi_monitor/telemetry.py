@@ -35,6 +35,11 @@ class ServiceMetrics:
         self.sink_errors = Counter(
             "wtbi_sink_errors", "Failed sink writes", ["sink", "kind"], registry=r
         )
+        self.points_refused = Counter(
+            "wtbi_points_refused",
+            "Score/alarm lines the database refused for good (sent to the dead-letter topic)",
+            registry=r,
+        )
         self.commits = Counter("wtbi_commits", "Offset commits (after snapshots)", registry=r)
         self.consumer_restarts = Counter(
             "wtbi_consumer_restarts", "Consumers recreated by the watchdog", registry=r

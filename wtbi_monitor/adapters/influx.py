@@ -76,12 +76,14 @@ class InfluxSink:
         self._write.close()  # type: ignore[no-untyped-call]
         self._client.close()  # type: ignore[no-untyped-call]
 
-    async def write(self, lines: list[str]) -> None:
+    async def write(self, lines: list[str]) -> int:
         """Write every line; raise `SinkError(retryable=True)` if the database is not there.
 
-        Chunks rejected with a permanent 4xx are dead-lettered and counted, not retried.
+        Chunks rejected with a permanent 4xx are dead-lettered and counted, not retried;
+        returns how many lines were rejected that way.
         """
         size = self.settings.batch_lines
+        rejected = 0
         for start in range(0, len(lines), size):
             chunk = lines[start : start + size]
             try:
@@ -90,6 +92,7 @@ class InfluxSink:
                 if exc.retryable or self.dead_letters is None:
                     raise
                 self.rejected_lines += len(chunk)
+                rejected += len(chunk)
                 log.error("database_rejected_lines", lines=len(chunk), error=str(exc))  # noqa: TRY400 - expected, no traceback wanted
                 await self.dead_letters.publish(
                     [
@@ -106,6 +109,7 @@ class InfluxSink:
                         )
                     ]
                 )
+        return rejected
 
     def _write_chunk(self, chunk: list[str]) -> None:
         try:

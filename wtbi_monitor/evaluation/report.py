@@ -64,7 +64,9 @@ def plot_roc(protocol: ProtocolResult, path: Path) -> None:
                 lw=1.2,
                 label=f"{r.member} ({_fmt(r.window.get('auroc'))})",
             )
-    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
+    if not any(r.roc["fpr"] for r in protocol.members):
+        ax.text(0.5, 0.5, "no ROC: the test set lacks icing or normal windows", ha="center")
+    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1, label="chance")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     title = (

@@ -1,0 +1,102 @@
+"""A small fault-injecting HTTP proxy in front of the real database (tests only).
+
+Modes: "pass" forwards requests to the upstream server; "503" and "429" answer with that
+status and a Retry-After header; "400" answers 400 (a permanent error); "reset" closes the
+connection without answering. Requests are counted per mode. It listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+
+
+class FaultProxy:
+    """HTTP/1.1 proxy with switchable failure modes."""
+
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.mode = "pass"
+        self.retry_after = "1"
+        self.counts: Counter[str] = Counter()
+        self.times: dict[str, list[float]] = {}
+        self.requests: list[tuple[str, bytes]] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        """Listen on a free loopback port; return it."""
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    @property
+    def url(self) -> str:
+        """Base URL for clients."""
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _read_request(self, reader: asyncio.StreamReader) -> bytes | None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        body = await reader.readexactly(length) if length else b""
+        return head + body
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    request = await self._read_request(reader)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                if request is None:
+                    return
+                mode = self.mode
+                self.counts[mode] += 1
+                self.times.setdefault(mode, []).append(time.monotonic())
+                self.requests.append((mode, request.split(b"\r\n", 1)[0]))
+                if mode == "reset":
+                    writer.transport.abort()
+                    return
+                if mode in ("503", "429", "400"):
+                    reason = {
+                        "503": "Service Unavailable",
+                        "429": "Too Many Requests",
+                        "400": "Bad Request",
+                    }[mode]
+                    body = b'{"code":"injected","message":"fault proxy"}'
+                    head = (
+                        f"HTTP/1.1 {mode} {reason}\r\nRetry-After: {self.retry_after}\r\n"
+                        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                    )
+                    writer.write(head.encode() + body)
+                    await writer.drain()
+                    continue
+                up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+                # One request per upstream connection keeps the relaying simple: ask the
+                # upstream to close after its answer, then relay everything it sends.
+                head, _, body = request.partition(b"\r\n\r\n")
+                lines = [
+                    ln for ln in head.split(b"\r\n") if not ln.lower().startswith(b"connection:")
+                ]
+                up_writer.write(b"\r\n".join([*lines, b"Connection: close"]) + b"\r\n\r\n" + body)
+                await up_writer.drain()
+                response = await up_reader.read()
+                up_writer.close()
+                writer.write(response)
+                await writer.drain()
+                if b"Connection: close" in response:
+                    return
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()

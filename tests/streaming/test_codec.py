@@ -1,0 +1,87 @@
+"""The input contract: accepted forms and every rejection reason."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import orjson
+import pytest
+
+from wtbi_monitor.codec import RecordDecoder, encode_reading, parse_time_ms
+from wtbi_monitor.errors import Reason, RecordError
+
+CH = ("a", "b", "c")
+NOW_S = 1_700_000_000.0
+dec = RecordDecoder(CH, max_bytes=400, max_future_s=60, clock=lambda: NOW_S)
+
+
+def msg(**over) -> bytes:
+    doc = {"turbine_id": "T1", "time": 1_600_000_000_000, "values": {"a": 1, "b": 2.5, "c": -3}}
+    doc.update(over)
+    return orjson.dumps(doc)
+
+
+def reason(payload: bytes | None, key: bytes | None = None) -> str:
+    with pytest.raises(RecordError) as info:
+        dec.decode(payload, key)
+    return info.value.reason
+
+
+def test_object_and_array_forms_decode_to_the_same_reading():
+    a = dec.decode(msg(), b"T1")
+    b = dec.decode(msg(schema=2, values=[1, 2.5, -3]))
+    assert a.turbine_id == b.turbine_id == "T1"
+    assert a.time_ms == b.time_ms == 1_600_000_000_000
+    np.testing.assert_array_equal(a.values, [1.0, 2.5, -3.0])
+    np.testing.assert_array_equal(a.values, b.values)
+    assert dec.decode(msg(group=4)).group == 4
+
+
+def test_times_rfc3339_and_epoch_ms():
+    assert parse_time_ms("2015-11-01T00:00:07Z") == 1446336007000
+    assert parse_time_ms("2015-11-01 00:00:07") == 1446336007000  # naive = UTC
+    assert parse_time_ms("2015-11-01T01:00:07+01:00") == 1446336007000
+    assert parse_time_ms(1446336007000) == 1446336007000
+
+
+def test_encode_decode_round_trip_is_exact():
+    values = np.array([0.1, 1e-300, 12345.678901234567])
+    for compact in (False, True):
+        r = dec.decode(encode_reading("T9", 1, values, CH, compact=compact))
+        np.testing.assert_array_equal(r.values, values)
+
+
+@pytest.mark.parametrize(
+    ("payload", "key", "expected"),
+    [
+        (None, None, Reason.MALFORMED_JSON),
+        (b"{not json", None, Reason.MALFORMED_JSON),
+        (b"[1, 2]", None, Reason.NOT_AN_OBJECT),
+        (orjson.dumps({"turbine_id": "T1", "values": {}}), None, Reason.MISSING_FIELD),
+        (msg(schema=7), None, Reason.BAD_SCHEMA),
+        (msg(turbine_id=""), None, Reason.BAD_TURBINE_ID),
+        (msg(turbine_id="T\n1"), None, Reason.BAD_TURBINE_ID),
+        (msg(), b"T2", Reason.KEY_MISMATCH),
+        (msg(time="yesterday"), None, Reason.BAD_TIME),
+        (msg(time=True), None, Reason.BAD_TIME),
+        (msg(time=int(NOW_S * 1000) + 120_000), None, Reason.FUTURE_TIME),
+        (msg(values={"a": 1, "b": 2}), None, Reason.MISSING_CHANNELS),
+        (msg(values={"a": 1, "b": 2, "c": 3, "d": 4}), None, Reason.UNKNOWN_CHANNELS),
+        (msg(schema=2, values=[1, 2]), None, Reason.WRONG_LENGTH),
+        (msg(values={"a": "1", "b": 2, "c": 3}), None, Reason.BAD_VALUE_TYPE),
+        (msg(values={"a": True, "b": 2, "c": 3}), None, Reason.BAD_VALUE_TYPE),
+        (msg(values={"a": None, "b": 2, "c": 3}), None, Reason.BAD_VALUE_TYPE),
+        (
+            json.dumps(
+                {"turbine_id": "T1", "time": 1, "values": {"a": float("nan"), "b": 1, "c": 1}}
+            ).encode(),
+            None,
+            Reason.NON_FINITE,
+        ),
+        (msg(group="x"), None, Reason.BAD_GROUP),
+        (b"{" + b" " * 500 + b"}", None, Reason.TOO_LARGE),
+    ],
+)
+def test_each_bad_record_has_its_reason(payload, key, expected):
+    assert reason(payload, key) == expected

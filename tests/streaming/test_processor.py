@@ -1,0 +1,155 @@
+"""The streaming processor: batch-size independence, recovery from snapshots, bad records."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import TINY_SETTINGS
+from wtbi_monitor.codec import RecordDecoder
+from wtbi_monitor.config import Settings
+from wtbi_monitor.errors import Reason
+from wtbi_monitor.replay import frames_to_messages, replay_messages
+from wtbi_monitor.scoring import BatchResult, InputRecord, StreamProcessor
+
+SETTINGS = Settings(**TINY_SETTINGS)
+
+
+@pytest.fixture(scope="module")
+def messages(tiny_farm):
+    """About 3 hours of both turbines of the tiny farm."""
+    msgs = frames_to_messages(tiny_farm, SETTINGS.preprocessing.channels)
+    return msgs[: 3 * 3600 // 7 * 2]
+
+
+def processor(bundle) -> StreamProcessor:
+    # A threshold at the 80th percentile of normal scores: alarms are certain, so the
+    # comparisons below always cover alarm events, whatever the tiny model learned.
+    low = float(np.quantile(bundle.detector.calibration_scores_, 0.8))
+    return StreamProcessor(
+        dataclasses.replace(bundle, threshold_override=low),
+        SETTINGS.preprocessing,
+        SETTINGS.alarm,
+        RecordDecoder(bundle.channels, max_future_s=1e12),
+        256,
+    )
+
+
+def collect(results: list[BatchResult]) -> tuple[dict, list]:
+    points = {}
+    events = []
+    for r in results:
+        for i, tid in enumerate(r.points.turbine):
+            points[(tid, int(r.points.time_ms[i]))] = (
+                float(r.points.score[i]),
+                tuple(r.points.top_index[i].tolist()),
+            )
+        events += [
+            (e.alarm_id, e.state.value, e.start_ms, e.end_ms, e.peak_score, e.top_channels)
+            for e in r.events
+        ]
+    return points, events
+
+
+def records(msgs, start: int = 0) -> list[InputRecord]:
+    return [InputRecord(0, start + i, t.encode(), m) for i, (_, t, m) in enumerate(msgs)]
+
+
+def test_outputs_do_not_depend_on_batch_size(tiny_bundle, messages):
+    a = collect(list(replay_messages(processor(tiny_bundle), messages, batch_records=2000)))
+    b = collect(list(replay_messages(processor(tiny_bundle), messages, batch_records=37)))
+    assert len(a[0]) > 1000
+    assert len(a[1]) >= 2, "the tiny model should raise and clear at least one alarm"
+    assert a[0].keys() == b[0].keys()
+    for key, (score, top) in a[0].items():
+        assert b[0][key][1] == top
+        assert b[0][key][0] == pytest.approx(score, rel=1e-6, abs=1e-9)
+    assert [e[:4] for e in a[1]] == [e[:4] for e in b[1]]
+
+
+@pytest.mark.parametrize("cut_fraction", [0.13, 0.5, 0.77])
+def test_restore_from_snapshot_continues_exactly(tiny_bundle, messages, cut_fraction):
+    recs = records(messages)
+    cut = int(len(recs) * cut_fraction)
+    uninterrupted = processor(tiny_bundle)
+    whole = collect([uninterrupted.process(recs[i : i + 500]) for i in range(0, len(recs), 500)])
+    first = processor(tiny_bundle)
+    part1 = [first.process(recs[i : min(i + 500, cut)]) for i in range(0, cut, 500)]
+    snaps = [first.snapshot(t) for t in first.turbines]
+    second = processor(tiny_bundle)
+    for s in snaps:
+        second.restore(s)
+    part2 = [second.process(recs[i : i + 500]) for i in range(cut, len(recs), 500)]
+    resumed = collect(part1 + part2)
+    assert resumed[0].keys() == whole[0].keys()
+    assert resumed[1] == whole[1]
+
+
+def test_snapshot_newer_than_the_commit_skips_what_it_contains(tiny_bundle, messages):
+    recs = records(messages)
+    commit, crash = len(recs) // 3, len(recs) // 2
+    first = processor(tiny_bundle)
+    before = [first.process(recs[:commit]), first.process(recs[commit:crash])]
+    snaps = [first.snapshot(t) for t in first.turbines]  # snapshot taken after the commit point
+    second = processor(tiny_bundle)
+    for s in snaps:
+        second.restore(s)
+    replayed = second.process(recs[commit:])  # restart from the older committed offset
+    assert replayed.skipped == crash - commit
+    after = collect([*before, replayed])
+    whole = collect([processor(tiny_bundle).process(recs)])
+    assert after[0].keys() == whole[0].keys()
+    assert after[1] == whole[1]
+
+
+def test_bad_records_go_to_dead_letters_and_do_not_disturb_good_ones(tiny_bundle, messages):
+    good = messages[:3000]
+    recs = records(good)
+    bad = [
+        InputRecord(0, 10_000, b"T1", b"{oops"),
+        InputRecord(0, 10_001, recs[100].key, recs[100].value),  # duplicate time
+        InputRecord(0, 10_002, recs[50].key, recs[50].value),  # out of order
+        InputRecord(0, 10_003, b"01", orjson.dumps({"turbine_id": "01", "time": 1, "values": {}})),
+    ]
+    mixed = recs[:1500] + bad + recs[1500:]
+    result = processor(tiny_bundle).process(mixed)
+    reasons = [d.reason for d in result.dead_letters]
+    assert reasons[0] == Reason.MALFORMED_JSON
+    assert Reason.DUPLICATE_TIME in reasons or Reason.OUT_OF_ORDER in reasons
+    assert Reason.MISSING_CHANNELS in reasons or Reason.OUT_OF_ORDER in reasons
+    assert len(result.dead_letters) == 4
+    clean = processor(tiny_bundle).process(recs)
+    np.testing.assert_allclose(
+        np.sort(result.points.score), np.sort(clean.points.score), rtol=1e-6, atol=1e-9
+    )
+    assert result.readings == clean.readings
+
+
+@given(data=st.data())
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_any_mix_of_records_is_accounted_for_and_never_crashes(tiny_bundle, messages, data):
+    """Valid, duplicate, out-of-order and malformed records in any order and batching."""
+    base = messages[:120]
+    pool = records(base)
+    chosen = data.draw(st.lists(st.sampled_from(range(len(pool))), min_size=1, max_size=150))
+    garbage = data.draw(
+        st.lists(st.sampled_from([b"{", b"[]", b"null", b'{"turbine_id": 1}']), max_size=5)
+    )
+    recs = [InputRecord(0, i, pool[k].key, pool[k].value) for i, k in enumerate(chosen)]
+    recs += [InputRecord(0, len(recs) + i, b"01", g) for i, g in enumerate(garbage)]
+    order = data.draw(st.permutations(range(len(recs))))
+    recs = [InputRecord(0, i, recs[j].key, recs[j].value) for i, j in enumerate(order)]
+    size = data.draw(st.integers(1, 40))
+    proc = processor(tiny_bundle)
+    for start in range(0, len(recs), size):
+        batch = recs[start : start + size]
+        result = proc.process(batch)
+        assert result.readings + len(result.dead_letters) + result.skipped == len(batch)
+        assert all(np.isfinite(result.points.score))
