@@ -114,7 +114,7 @@ def main() -> None:
         x_np = np.random.default_rng(0).random((bs, 26, 26), dtype=np.float32)
         with torch.inference_mode():
             product = throughput(
-                lambda x=x: detector._score_batch(x, with_channels=False),  # noqa: SLF001
+                lambda x=x: detector._score_batch(x, with_channels=False),
                 bs,
                 args.seconds,
                 device,

@@ -159,27 +159,36 @@ class TurbineAlarm:
         if self.state is TurbineState.WARMING_UP:
             self.state = TurbineState.NORMAL
         if self.state is TurbineState.NORMAL:
-            seen = _Seen(w.time_ms, above and not self._gated(w), w.score, self._excess(w))
-            self._history.append(seen)
-            counting = [h for h in self._history if h.counts]
-            if len(counting) < self.settings.on_k:
-                return None
-            contributions = [h.excess for h in counting if h.excess is not None]
-            start = counting[0].time_ms
-            self._active = _Active(
-                alarm_id=alarm_id(self.turbine_id, start, self.context.model_version),
-                start_ms=start,
-                raised_ms=w.time_ms,
-                last_active_ms=w.time_ms,
-                peak=max(h.score for h in counting),
-                windows_above=len(counting),
-                contribution=np.sum(contributions, axis=0) if contributions else None,
-            )
-            self._history.clear()
-            self._below = 0
-            self.state = TurbineState.RAISED
-            return self._event(AlarmState.RAISED, w.time_ms)
-        # RAISED
+            return self._update_normal(w, above=above)
+        return self._update_raised(w, above=above)
+
+    def _update_normal(self, w: WindowScore, *, above: bool) -> AlarmEvent | None:
+        """No active alarm: raise when k of the last n windows count."""
+        seen = _Seen(w.time_ms, above and not self._gated(w), w.score, self._excess(w))
+        self._history.append(seen)
+        if not seen.counts:  # the count did not grow, and it was below on_k before
+            return None
+        counting = [h for h in self._history if h.counts]
+        if len(counting) < self.settings.on_k:
+            return None
+        contributions = [h.excess for h in counting if h.excess is not None]
+        start = counting[0].time_ms
+        self._active = _Active(
+            alarm_id=alarm_id(self.turbine_id, start, self.context.model_version),
+            start_ms=start,
+            raised_ms=w.time_ms,
+            last_active_ms=w.time_ms,
+            peak=max(h.score for h in counting),
+            windows_above=len(counting),
+            contribution=np.sum(contributions, axis=0) if contributions else None,
+        )
+        self._history.clear()
+        self._below = 0
+        self.state = TurbineState.RAISED
+        return self._event(AlarmState.RAISED, w.time_ms)
+
+    def _update_raised(self, w: WindowScore, *, above: bool) -> AlarmEvent | None:
+        """An active alarm: track it, clear after off_n windows below the clear level."""
         active = self._active
         if active is None:  # pragma: no cover - RAISED always has an active alarm
             self.state = TurbineState.NORMAL

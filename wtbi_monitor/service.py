@@ -328,7 +328,13 @@ class Service:
         async with self._lock:
             self.processor.drop_partitions(partitions)
             snapshots = await self.state.load(partitions)
-            restored = [self.processor.restore(s) for s in snapshots]
+            restored = []
+            for snapshot in snapshots:
+                try:
+                    restored.append(self.processor.restore(snapshot))
+                except (ValueError, KeyError, TypeError) as exc:
+                    # An unreadable snapshot costs that turbine a warm-up, not the service.
+                    log.warning("state_snapshot_unusable", error=repr(exc)[:300])
             assigned = self.source.assignment() | partitions
             self.health.assigned = bool(assigned)
             self.metrics.assigned.set(len(assigned))

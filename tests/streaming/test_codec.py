@@ -85,3 +85,17 @@ def test_encode_decode_round_trip_is_exact():
 )
 def test_each_bad_record_has_its_reason(payload, key, expected):
     assert reason(payload, key) == expected
+
+
+def test_finiteness_check_is_exact_at_the_edges_of_the_float_range():
+    dec = RecordDecoder(CH, clock=lambda: 2e9)
+    huge = 1.7e308  # finite, but the sum of three overflows: must still be accepted
+    ok = dec.decode(msg(values={"a": huge, "b": huge, "c": huge}), b"T1")
+    assert np.all(ok.values == huge)
+    # numbers beyond the float range, however they are written, are never accepted
+    for big in ("1" + "0" * 320, "1e999", "-1e999"):
+        payload = b'{"turbine_id":"T1","time":1,"values":{"a":%s,"b":1,"c":2}}' % big.encode()
+        assert reason(payload) in {Reason.NON_FINITE, Reason.MALFORMED_JSON}
+    bad_type = msg(values={"a": 1.0, "b": True, "c": 2.0})
+    with pytest.raises(RecordError, match="b is bool"):
+        dec.decode(bad_type, b"T1")

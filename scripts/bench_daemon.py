@@ -1,0 +1,357 @@
+"""End-to-end daemon throughput and latency against the real local servers.
+
+For each detector (the paper-size IAE-LSTM-KL and a trivial constant detector that isolates
+the pipeline: decode, state, windows, scaling, alarms, line protocol, Kafka and database
+round trips) this starts a local Tansu broker and VictoriaMetrics, then:
+
+1. sustained throughput: a backlog of readings is produced first, then the daemon (the real
+   `Service`, in this process) drains it; readings/s over wall time and per CPU-second of
+   the daemon process;
+2. latency: the daemon runs idle, a separate producer process paces readings at a fraction
+   of the sustained rate, and each reading's latency is its Kafka timestamp (set at produce
+   time) to the moment its batch's outputs were acknowledged;
+3. model-only throughput of the same detector (scaled windows in, scores out) in the same
+   run, and the ratio: pipeline overhead = model-only rate / end-to-end rate - 1.
+
+    python scripts/bench_daemon.py                      # both detectors, paper preset
+    python scripts/bench_daemon.py --readings 30000 --trivial-readings 300000 --json out.json
+
+Targets on 2 CPU cores (issue 3): overhead <= 20 % of model time with the paper model;
+>= 20,000 readings/s per core with the trivial detector. Results: docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import torch
+
+from wtbi_monitor.adapters.kafka import ensure_topics
+from wtbi_monitor.cli import open_service
+from wtbi_monitor.config import ModelSettings, PreprocessingSettings, Settings, SimulationSettings
+from wtbi_monitor.data.synthetic import FarmSimulator
+from wtbi_monitor.localenv import LocalServers, start_all
+from wtbi_monitor.logs import configure_logging
+from wtbi_monitor.model import build_detector, load_bundle, save_bundle
+from wtbi_monitor.model.bundle import Bundle, build_manifest
+from wtbi_monitor.model.detector import Detector, ScoreOutput
+from wtbi_monitor.model.neural import SVDDDetector
+from wtbi_monitor.preprocessing.scaling import MinMaxScaler
+from wtbi_monitor.service import Service
+from wtbi_monitor.training.dataset import build_windows, scaled_windows, subsample
+
+
+class ConstantDetector(Detector):
+    """Scores every window 0: the pipeline's cost without a model (benchmark only)."""
+
+    family = "constant"
+
+    def _fit(self, *_args: Any) -> dict[str, Any]:
+        return {}
+
+    def _score(self, windows: Any, **_kw: Any) -> ScoreOutput:
+        return ScoreOutput(np.zeros(windows.shape[0]), None)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """Nothing to describe."""
+        return {"family": self.family}
+
+    @classmethod
+    def from_hyperparameters(cls, _hyper: dict[str, Any]) -> Self:
+        """A fresh one."""
+        return cls()
+
+    def _model_tensors(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def _load_model_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        del tensors
+
+
+def paper_bundle(folder: Path, preset: str, frames: list[Any]) -> Path:
+    """An IAE-LSTM-KL bundle with random weights (speed does not depend on their values)."""
+    pre = PreprocessingSettings()
+    torch.manual_seed(0)
+    detector = build_detector(
+        "iae_lstm_kl:soft", ModelSettings(preset=preset), window_length=26, n_channels=26
+    )
+    if not isinstance(detector, SVDDDetector):
+        raise TypeError(type(detector))
+    warm = torch.rand(512, 26, 26)
+    detector.module.train()
+    with torch.no_grad():
+        detector.net.embed(warm)
+    detector.prepare_joint(warm, 256)
+    detector.fitted_ = True
+    detector.module.eval()
+    # Calibrate on the farm's own windows, so that the share of windows at or above the
+    # alarm's clear level (which are scored a second time for per-channel errors) is as
+    # small as with a trained model, instead of "all of them" with a random threshold.
+    scaler = MinMaxScaler.fit(np.concatenate([f.values for f in frames]))
+    windows = build_windows(frames[:1], pre)
+    index = subsample(len(windows), 4000, np.random.default_rng(0))
+    detector.calibrate(scaled_windows(windows, scaler, np.sort(index)), 0.001)
+    manifest = build_manifest(
+        name="bench-random",
+        member="iae_lstm_kl:soft",
+        detector=detector,
+        scaler=scaler,
+        preprocessing=pre,
+        training={"note": "random weights, for benchmarks only"},
+        validation={},
+    )
+    return save_bundle(folder, Bundle(None, manifest, detector, scaler))
+
+
+def settings_for(servers: LocalServers, bundle: Path, uid: str) -> Settings:
+    """Fresh topics, group and measurement per run."""
+    return Settings.model_validate(
+        {
+            "kafka": {
+                "bootstrap_servers": servers.bootstrap,
+                "input_topic": f"bench-in-{uid}",
+                "alert_topic": f"bench-alerts-{uid}",
+                "dead_letter_topic": f"bench-dlq-{uid}",
+                "state_topic": f"bench-state-{uid}",
+                "group_id": f"bench-{uid}",
+                "session_timeout_ms": 6000,
+                "heartbeat_interval_ms": 1000,
+            },
+            "influx": {
+                "url": servers.influx_url,
+                "score_measurement": f"bench_score_{uid}",
+                "alarm_measurement": f"bench_alarm_{uid}",
+            },
+            "service": {"bundle": str(bundle), "http_port": 0},
+            "logging": {"level": "warning"},
+        }
+    )
+
+
+COMPACT = False  # schema 2 (array) messages; set by --compact
+
+
+def produce(settings: Settings, farm: Path, limit: int, speedup: float) -> subprocess.Popen[bytes]:
+    """A separate producer process (it must not share the daemon's CPU time or loop)."""
+    env = {
+        **os.environ,
+        "WTBI_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "WTBI_KAFKA__INPUT_TOPIC": settings.kafka.input_topic,
+        "WTBI_LOGGING__LEVEL": "warning",
+    }
+    cmd = [sys.executable, "-m", "wtbi_monitor", "produce", "--data", str(farm)]
+    cmd += ["--limit", str(limit), "--speedup", str(speedup)]
+    if COMPACT:
+        cmd.append("--compact")
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+
+
+def handled(service: Service) -> float:
+    """Records fully handled: acknowledged by the sinks, or dead-lettered."""
+    m = service.metrics
+    rejected = sum(s.value for metric in m.rejected.collect() for s in metric.samples)
+    return float(m.decoded._value.get() + m.skipped._value.get() + rejected)
+
+
+class LatencyProbe:
+    """Per-record latency: Kafka timestamp -> acknowledgement of its batch's outputs."""
+
+    def __init__(self, service: Service) -> None:
+        self.latencies_ms: list[float] = []
+        self._queue: deque[np.ndarray] = deque()  # batches go through in order
+        prepare, finish = service.processor.prepare, service._finish_batch
+
+        def probe_prepare(records: Any) -> Any:
+            self._queue.append(np.array([r.timestamp_ms for r in records], dtype=np.float64))
+            return prepare(records)
+
+        def probe_finish(pending: Any) -> None:
+            finish(pending)
+            stamps = self._queue.popleft()
+            self.latencies_ms.extend((time.time() * 1000 - stamps).tolist())
+
+        service.processor.prepare = probe_prepare  # type: ignore[method-assign]
+        service._finish_batch = probe_finish  # type: ignore[method-assign]
+
+
+async def run_case(  # noqa: PLR0917 - one call site, the names say it
+    servers: LocalServers,
+    bundle: Path,
+    farm: Path,
+    detector: Detector | None,
+    readings: int,
+    latency_rate: float,
+    latency_seconds: float,
+    turbines: int,
+) -> dict[str, Any]:
+    """Throughput then latency for one detector."""
+    out: dict[str, Any] = {}
+    # -- 1. sustained throughput over a backlog
+    settings = settings_for(servers, bundle, uuid.uuid4().hex[:8])
+    await ensure_topics(settings.kafka)
+    await asyncio.to_thread(produce(settings, farm, readings, 0).wait)
+    async with open_service(settings) as (service, _http):
+        if detector is not None:
+            detector.threshold_ = 1.0
+            detector.calibration_scores_ = np.zeros(100)
+            detector.fitted_ = True
+            service.processor.bundle.detector = detector
+        stop = asyncio.Event()
+        task = asyncio.create_task(service.run(stop))
+        while service.metrics.consumed._value.get() == 0:
+            await asyncio.sleep(0.01)
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        while handled(service) < readings:
+            await asyncio.sleep(0.02)
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        stop.set()
+        await task
+    out["readings"] = readings
+    out["readings_per_s"] = readings / wall
+    out["readings_per_cpu_s"] = readings / cpu
+    out["cpu_cores_used"] = cpu / wall
+    # -- 2. latency at a fraction of the sustained rate
+    rate = min(latency_rate * out["readings_per_s"], 5000.0)
+    count = min(max(int(rate * latency_seconds), 200), readings)
+    speedup = rate * 7.0 / turbines  # readings arrive every 7 s per turbine
+    settings = settings_for(servers, bundle, uuid.uuid4().hex[:8])
+    await ensure_topics(settings.kafka)
+    async with open_service(settings) as (service, _http):
+        if detector is not None:
+            service.processor.bundle.detector = detector
+        probe = LatencyProbe(service)
+        stop = asyncio.Event()
+        task = asyncio.create_task(service.run(stop))
+        while not service.health.assigned:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)
+        proc = produce(settings, farm, count, speedup)
+        await asyncio.to_thread(proc.wait)
+        deadline = time.monotonic() + 120
+        while handled(service) < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        stop.set()
+        await task
+    lat = np.array(probe.latencies_ms)
+    out["latency_rate_per_s"] = rate
+    out["latency_records"] = int(lat.size)
+    out["latency_p50_ms"] = float(np.percentile(lat, 50)) if lat.size else None
+    out["latency_p99_ms"] = float(np.percentile(lat, 99)) if lat.size else None
+    return out
+
+
+def model_only(bundle: Path, detector: Detector | None, seconds: float, batch: int) -> float:
+    """Windows/s of the detector alone on scaled windows, batch = service.score_batch_size."""
+    det = detector or load_bundle(bundle).detector
+    x = np.random.default_rng(1).random((batch, 26, 26), dtype=np.float32)
+    for _ in range(3):
+        det.score(x)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        det.score(x)
+        n += batch
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    """Run both cases and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="paper", choices=["paper", "small"])
+    parser.add_argument("--readings", type=int, default=20_000, help="backlog, model case")
+    parser.add_argument("--trivial-readings", type=int, default=200_000)
+    parser.add_argument("--turbines", type=int, default=8)
+    parser.add_argument("--latency-load", type=float, default=0.5, help="of sustained rate")
+    parser.add_argument("--latency-seconds", type=float, default=15.0)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--compact", action="store_true", help="schema 2 (array) messages")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    global COMPACT  # noqa: PLW0603 - a module switch read by produce()
+    COMPACT = args.compact
+    torch.set_num_threads(args.threads)
+    configure_logging("warning")
+
+    with tempfile.TemporaryDirectory(prefix="wtbi-bench-") as tmp:
+        root = Path(tmp)
+        days = max(args.readings, args.trivial_readings) * 7.0 / 86400 / args.turbines * 1.1
+        sim = SimulationSettings(turbines=args.turbines, days=days, seed=11)
+        frames, _ = FarmSimulator(sim).write(root / "farm")
+        total = sum(len(f.times_ms) for f in frames)
+        bundle = paper_bundle(root / "bundle", args.preset, frames)
+        servers = start_all(root / "servers")
+        try:
+            cases = {
+                f"iae_lstm_kl ({args.preset})": (None, args.readings),
+                "trivial constant": (ConstantDetector(), args.trivial_readings),
+            }
+            results: dict[str, Any] = {
+                "messages": "schema 2 (array)" if args.compact else "schema 1 (object)",
+                "cpu_count": os.cpu_count(),
+                "torch_threads": torch.get_num_threads(),
+                "farm_readings": total,
+            }
+            for name, (det, n) in cases.items():
+                r = asyncio.run(
+                    run_case(
+                        servers,
+                        bundle,
+                        root / "farm",
+                        det,
+                        min(n, total),
+                        args.latency_load,
+                        args.latency_seconds,
+                        args.turbines,
+                    )
+                )
+                r["model_only_windows_per_s"] = model_only(bundle, det, 5.0, 512)
+                r["overhead"] = r["model_only_windows_per_s"] / r["readings_per_s"] - 1
+                results[name] = r
+        finally:
+            servers.stop()
+
+    print(
+        f"cores {results['cpu_count']}, torch threads {results['torch_threads']}, "
+        f"messages {results['messages']}"
+    )
+    print(
+        f"{'detector':<22} {'readings/s':>11} {'per CPU-s':>10} {'cores':>6} "
+        f"{'model-only win/s':>17} {'overhead':>9} {'p50 ms':>8} {'p99 ms':>8} {'at /s':>7}"
+    )
+    for name in cases:
+        r = results[name]
+        print(
+            f"{name:<22} {r['readings_per_s']:>11,.0f} {r['readings_per_cpu_s']:>10,.0f} "
+            f"{r['cpu_cores_used']:>6.2f} {r['model_only_windows_per_s']:>17,.0f} "
+            f"{r['overhead']:>8.1%} {r['latency_p50_ms']:>8.0f} {r['latency_p99_ms']:>8.0f} "
+            f"{r['latency_rate_per_s']:>7,.0f}"
+        )
+    paper = results[f"iae_lstm_kl ({args.preset})"]
+    trivial = results["trivial constant"]
+    print()
+    print(
+        f"pipeline overhead with the model: {paper['overhead']:.1%} of model time "
+        f"(target <= 20 %): {'MET' if paper['overhead'] <= 0.2 else 'NOT MET'}"
+    )
+    print(
+        f"trivial detector: {trivial['readings_per_cpu_s']:,.0f} readings per CPU-second "
+        f"(target >= 20,000 per core): "
+        f"{'MET' if trivial['readings_per_cpu_s'] >= 20_000 else 'NOT MET'}"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
