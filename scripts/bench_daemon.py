@@ -100,8 +100,8 @@ def paper_bundle(folder: Path, preset: str, frames: list[Any]) -> Path:
     # alarm's clear level (which are scored a second time for per-channel errors) is as
     # small as with a trained model, instead of "all of them" with a random threshold.
     scaler = MinMaxScaler.fit(np.concatenate([f.values for f in frames]))
-    windows = build_windows(frames[:1], pre)
-    index = subsample(len(windows), 4000, np.random.default_rng(0))
+    windows = build_windows(frames, pre)
+    index = subsample(len(windows), 8000, np.random.default_rng(0))
     detector.calibrate(scaled_windows(windows, scaler, np.sort(index)), 0.001)
     manifest = build_manifest(
         name="bench-random",
@@ -213,15 +213,24 @@ async def run_case(  # noqa: PLR0917 - one call site, the names say it
         while service.metrics.consumed._value.get() == 0:
             await asyncio.sleep(0.01)
         wall0, cpu0 = time.perf_counter(), time.process_time()
+        infer0 = service.metrics.inference_seconds._sum.get()
         while handled(service) < readings:
             await asyncio.sleep(0.02)
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        m = service.metrics
+        hot = m.attributed._value.get() / max(1.0, m.windows._value.get())
+        inference = m.inference_seconds._sum.get() - infer0
         stop.set()
         await task
     out["readings"] = readings
     out["readings_per_s"] = readings / wall
     out["readings_per_cpu_s"] = readings / cpu
     out["cpu_cores_used"] = cpu / wall
+    out["attributed_share"] = hot
+    out["inference_s"] = inference
+    out["wall_s"] = wall
+    # Everything that is not the model's scoring call, relative to it.
+    out["pipeline_overhead"] = (wall - inference) / inference if inference > 0 else None
     # -- 2. latency at a fraction of the sustained rate
     rate = min(latency_rate * out["readings_per_s"], 5000.0)
     count = min(max(int(rate * latency_seconds), 200), readings)
@@ -327,22 +336,27 @@ def main() -> None:
     )
     print(
         f"{'detector':<22} {'readings/s':>11} {'per CPU-s':>10} {'cores':>6} "
-        f"{'model-only win/s':>17} {'overhead':>9} {'p50 ms':>8} {'p99 ms':>8} {'at /s':>7}"
+        f"{'model-only win/s':>17} {'vs model-only':>14} {'outside model':>14} "
+        f"{'p50 ms':>8} {'p99 ms':>8} {'at /s':>7} {'hot':>6}"
     )
     for name in cases:
         r = results[name]
         print(
             f"{name:<22} {r['readings_per_s']:>11,.0f} {r['readings_per_cpu_s']:>10,.0f} "
             f"{r['cpu_cores_used']:>6.2f} {r['model_only_windows_per_s']:>17,.0f} "
-            f"{r['overhead']:>8.1%} {r['latency_p50_ms']:>8.0f} {r['latency_p99_ms']:>8.0f} "
-            f"{r['latency_rate_per_s']:>7,.0f}"
+            f"{r['overhead']:>13.1%} {r['pipeline_overhead']:>13.1%} "
+            f"{r['latency_p50_ms']:>8.0f} {r['latency_p99_ms']:>8.0f} "
+            f"{r['latency_rate_per_s']:>7,.0f} {r['attributed_share']:>6.1%}"
         )
     paper = results[f"iae_lstm_kl ({args.preset})"]
     trivial = results["trivial constant"]
     print()
     print(
-        f"pipeline overhead with the model: {paper['overhead']:.1%} of model time "
-        f"(target <= 20 %): {'MET' if paper['overhead'] <= 0.2 else 'NOT MET'}"
+        f"pipeline overhead with the model: {paper['pipeline_overhead']:.1%} of the model's "
+        f"scoring time in the same run (target <= 20 %): "
+        f"{'MET' if paper['pipeline_overhead'] <= 0.2 else 'NOT MET'}; end-to-end rate "
+        f"{paper['readings_per_s'] / paper['model_only_windows_per_s']:.0%} of the model-only "
+        f"rate ({paper['attributed_share']:.0%} of windows also decoded for attribution)"
     )
     print(
         f"trivial detector: {trivial['readings_per_cpu_s']:,.0f} readings per CPU-second "

@@ -322,6 +322,10 @@ def build_processor(settings: Settings) -> StreamProcessor:
 async def open_service(settings: Settings) -> AsyncIterator[tuple[Service, HttpEndpoint]]:
     """Wire the adapters into a service (the only place that does); close them after."""
     processor = build_processor(settings)
+    # Scoring runs in a worker thread that needs the GIL between torch ops; a short switch
+    # interval keeps the event loop's Python work from stalling it (docs/benchmarks.md).
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(settings.service.gil_switch_interval_ms / 1000)
     log.info(
         "starting",
         bundle=processor.bundle.version,
@@ -352,6 +356,7 @@ async def open_service(settings: Settings) -> AsyncIterator[tuple[Service, HttpE
     try:
         yield service, http
     finally:
+        sys.setswitchinterval(switch_interval)
         await http.stop()
         try:
             await asyncio.wait_for(outputs.stop(), settings.service.shutdown_timeout_s)

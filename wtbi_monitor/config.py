@@ -314,6 +314,11 @@ class ServiceSettings(_Section):
         default=120.0, gt=0, description="no progress while lagging: recreate the consumer"
     )
     shutdown_timeout_s: float = Field(default=30.0, gt=0, description="per shutdown step")
+    gil_switch_interval_ms: float = Field(
+        default=0.2,
+        gt=0,
+        description="Python thread switch interval while serving (docs/benchmarks.md)",
+    )
 
 
 class LoggingSettings(_Section):

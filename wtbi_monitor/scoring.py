@@ -343,22 +343,20 @@ class StreamProcessor:
         tail = np.empty(n)
         clip = np.empty(n)
         means = np.empty((n, c))
+        errors = np.zeros((n, c))
+        decoder = self.bundle.detector.has_decoder
+        # One pass: windows at or above the clear level also get per-channel errors (for
+        # alarm attribution), decoded from the same forward pass.
         for start in range(0, n, self.score_batch_size):
             part = slice(start, start + self.score_batch_size)
-            out = self.bundle.score_windows(prepared.windows[part], with_channels=False)
+            out = self.bundle.score_windows(
+                prepared.windows[part], with_channels=decoder, channels_at=self.clear_level
+            )
             score[part], tail[part], clip[part] = out.score, out.tail_probability, out.clip_fraction
             means[part] = out.channel_means
-        errors = np.zeros((n, c))
-        hot = np.flatnonzero(score >= self.clear_level)
-        if hot.size and self.bundle.detector.has_decoder:
-            for start in range(0, hot.size, self.score_batch_size):
-                idx = hot[start : start + self.score_batch_size]
-                out = self.bundle.score_windows(prepared.windows[idx], with_channels=True)
-                if out.channel_error is not None:
-                    errors[idx] = out.channel_error
-        has = np.zeros(n, dtype=np.bool_)
-        if self.bundle.detector.has_decoder:
-            has[hot] = True
+            if out.channel_error is not None:
+                errors[part] = out.channel_error
+        has = (score >= self.clear_level) if decoder else np.zeros(n, dtype=np.bool_)
         return Scored(score, tail, clip, means, errors, has)
 
     def finish(self, prepared: Prepared, scored: Scored) -> BatchResult:

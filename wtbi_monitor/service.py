@@ -168,6 +168,7 @@ class Service:
         scored = await asyncio.to_thread(self.processor.score, prepared)
         inference = time.perf_counter() - t0
         self.metrics.inference_seconds.observe(inference)
+        self.metrics.attributed.inc(int(scored.has_channels.sum()))
         result = self.processor.finish(prepared, scored)
         lines = score_lines(
             result.points, self.influx.score_measurement, self._model, self._channels

@@ -31,6 +31,11 @@ class ServiceMetrics:
             registry=r,
         )
         self.windows = Counter("wtbi_windows_scored", "Windows scored", registry=r)
+        self.attributed = Counter(
+            "wtbi_windows_attributed",
+            "Windows at or above the clear level, scored again for per-channel errors",
+            registry=r,
+        )
         self.alarms = Counter("wtbi_alarm_events", "Alarm transitions", ["state"], registry=r)
         self.sink_errors = Counter(
             "wtbi_sink_errors", "Failed sink writes", ["sink", "kind"], registry=r

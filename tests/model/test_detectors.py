@@ -104,3 +104,20 @@ def test_threshold_and_tail_probability(soft_iae, tiny_windows):
     assert tail[2] == 1.0
     assert 0 < tail[0] <= 0.02
     assert soft_iae.predict(held_out).mean() == pytest.approx(np.mean(scores > soft_iae.threshold_))
+
+
+def test_channel_errors_only_where_needed_match_the_full_computation():
+    """`channels_at` decodes a subset from the same z: identical rows, zeros elsewhere."""
+    rng = np.random.default_rng(3)
+    windows = rng.random((64, 26, 26), dtype=np.float32)
+    detector = fit_small("iae_lstm_kl:soft", windows, windows[:16])
+    full = detector.score_details(windows)
+    level = float(np.median(full.score))
+    part = detector.score_details(windows, channels_at=level)
+    assert np.array_equal(part.score, full.score)
+    hot = full.score >= level
+    assert 0 < hot.sum() < len(hot)
+    assert part.channel_error is not None
+    assert full.channel_error is not None
+    np.testing.assert_allclose(part.channel_error[hot], full.channel_error[hot], rtol=1e-5)
+    assert not part.channel_error[~hot].any()

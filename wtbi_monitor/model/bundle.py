@@ -152,14 +152,23 @@ class Bundle:
             raise BundleMismatchError(msg)
 
     def score_windows(
-        self, raw_windows: NDArray[np.float64], *, with_channels: bool = True
+        self,
+        raw_windows: NDArray[np.float64],
+        *,
+        with_channels: bool = True,
+        channels_at: float = -math.inf,
     ) -> ScoredWindows:
-        """Scale, clip and score smoothed raw windows of shape (n, L, C)."""
+        """Scale, clip and score smoothed raw windows of shape (n, L, C).
+
+        Per-channel errors are needed only for windows scoring at least `channels_at`.
+        """
         n = raw_windows.shape[0]
         scaled, _ = self.scaler.transform(raw_windows)
         outside = (raw_windows < self.scaler.minimum) | (raw_windows > self.scaler.maximum)
         clip = outside.reshape(n, -1).mean(axis=1) if n else np.empty(0)
-        out = self.detector.score_details(scaled, with_channels=with_channels)
+        out = self.detector.score_details(
+            scaled, with_channels=with_channels, channels_at=channels_at
+        )
         return ScoredWindows(
             score=out.score,
             tail_probability=self.detector.tail_probability(out.score),

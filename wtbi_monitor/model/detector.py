@@ -86,8 +86,14 @@ class Detector(ABC):
         """Fit on scaled normal windows; return a JSON-ready training summary."""
 
     @abstractmethod
-    def _score(self, windows: F32, *, with_channels: bool) -> ScoreOutput:
-        """Score scaled windows (the detector is known to be fitted)."""
+    def _score(
+        self, windows: F32, *, with_channels: bool, channels_at: float = -math.inf
+    ) -> ScoreOutput:
+        """Score scaled windows (the detector is known to be fitted).
+
+        With `with_channels`, per-channel errors are needed only for windows scoring at
+        least `channels_at`; rows below may be left at zero (saves the decoder's cost).
+        """
 
     @abstractmethod
     def hyperparameters(self) -> dict[str, Any]:
@@ -140,14 +146,20 @@ class Detector(ABC):
             msg = f"{type(self).__name__} is not fitted; call fit() or load a bundle"
             raise NotFittedError(msg)
 
-    def score_details(self, windows: F32, *, with_channels: bool = True) -> ScoreOutput:
-        """Scores (and per-channel errors where available) of scaled windows (N, L, C)."""
+    def score_details(
+        self, windows: F32, *, with_channels: bool = True, channels_at: float = -math.inf
+    ) -> ScoreOutput:
+        """Scores (and per-channel errors where available) of scaled windows (N, L, C).
+
+        `channels_at`: per-channel errors are computed for windows scoring at least this
+        (the daemon passes the alarm's clear level); other rows may be zero.
+        """
         self._check_fitted()
         if windows.shape[0] == 0:
             empty_channels = np.empty((0, windows.shape[-1])) if with_channels else None
             return ScoreOutput(np.empty(0), empty_channels if self.has_decoder else None)
         windows = np.ascontiguousarray(windows, dtype=np.float32)
-        return self._score(windows, with_channels=with_channels)
+        return self._score(windows, with_channels=with_channels, channels_at=channels_at)
 
     def score(self, windows: F32) -> F64:
         """One anomaly score per window, higher = more anomalous."""

@@ -118,12 +118,16 @@ class NeuralDetector(Detector):
         }
 
     @torch.inference_mode()
-    def _score(self, windows: F32, *, with_channels: bool) -> ScoreOutput:
+    def _score(
+        self, windows: F32, *, with_channels: bool, channels_at: float = -math.inf
+    ) -> ScoreOutput:
         self.module.eval()
         scores, channels = [], []
         for start in range(0, windows.shape[0], INFERENCE_BATCH):
             batch = self._as_tensor(windows[start : start + INFERENCE_BATCH])
-            s, ch = self._score_batch(batch, with_channels=with_channels and self.has_decoder)
+            s, ch = self._score_batch(
+                batch, with_channels=with_channels and self.has_decoder, channels_at=channels_at
+            )
             scores.append(s.double().cpu())
             if ch is not None:
                 channels.append(ch.double().cpu())
@@ -132,7 +136,9 @@ class NeuralDetector(Detector):
             torch.cat(channels).numpy() if channels else None,
         )
 
-    def _score_batch(self, batch: Tensor, *, with_channels: bool) -> tuple[Tensor, Tensor | None]:
+    def _score_batch(
+        self, batch: Tensor, *, with_channels: bool, channels_at: float = -math.inf
+    ) -> tuple[Tensor, Tensor | None]:
         raise NotImplementedError
 
     # Trainable defaults -------------------------------------------------------------
@@ -338,7 +344,9 @@ class SVDDDetector(NeuralDetector):
 
     # -- scoring --------------------------------------------------------------------
 
-    def _score_batch(self, batch: Tensor, *, with_channels: bool) -> tuple[Tensor, Tensor | None]:
+    def _score_batch(
+        self, batch: Tensor, *, with_channels: bool, channels_at: float = -math.inf
+    ) -> tuple[Tensor, Tensor | None]:
         if self._embedder is None:
             self._embedder = build_embedder(self.net)  # BN folded: see model/inference.py
         z = self._embedder(batch)
@@ -347,7 +355,14 @@ class SVDDDetector(NeuralDetector):
             score = score - self._module.radius.pow(2)
         channels = None
         if with_channels and self.net.decoder is not None:
-            channels = channel_errors(batch, self.net.decode(z))
+            # Decode only the windows that need attribution, from the z already computed
+            # (eval-mode BatchNorm: rows are independent, so a subset decodes identically).
+            hot = score.double() >= channels_at  # float64, as the caller compares
+            channels = batch.new_zeros(batch.shape[0], batch.shape[-1])
+            if bool(hot.any()):
+                channels[hot] = channel_errors(batch[hot], self.net.decode(z[hot])).to(
+                    channels.dtype
+                )
         return score, channels
 
     def _fit(
@@ -459,7 +474,10 @@ class ReconstructionDetector(NeuralDetector):
             total = total + self.beta * l_norm
         return LossParts(total, parts)
 
-    def _score_batch(self, batch: Tensor, *, with_channels: bool) -> tuple[Tensor, Tensor | None]:
+    def _score_batch(
+        self, batch: Tensor, *, with_channels: bool, channels_at: float = -math.inf
+    ) -> tuple[Tensor, Tensor | None]:
+        del channels_at  # the reconstruction is computed anyway: channels cost nothing more
         z, recon = self._forward(batch)
         score = reconstruction_error(batch, recon)
         if self.beta > 0:
