@@ -323,7 +323,8 @@ async def open_service(settings: Settings) -> AsyncIterator[tuple[Service, HttpE
     """Wire the adapters into a service (the only place that does); close them after."""
     processor = build_processor(settings)
     # Scoring runs in a worker thread that needs the GIL between torch ops; a short switch
-    # interval keeps the event loop's Python work from stalling it (docs/benchmarks.md).
+    # interval keeps the event loop's Python work from delaying it (a few per cent in
+    # docs/benchmarks.md; restored on exit).
     switch_interval = sys.getswitchinterval()
     sys.setswitchinterval(settings.service.gil_switch_interval_ms / 1000)
     log.info(
