@@ -19,8 +19,12 @@ def assert_same_outputs(h: Harness, expected, *, alerts_exact: bool = True) -> N
     """Database points and alert-topic events equal replay's (as sets, by identity)."""
     got = h.db_scores()
     assert got.keys() == expected.scores.keys()
+    # float32 inference: the daemon's micro-batches differ from replay's, and BLAS kernels
+    # round differently per batch shape (~1e-7 of ||z - c||^2, which the soft boundary's
+    # "- R^2" turns into a larger relative error of the score); the database keeps 12
+    # significant digits.
     for key, value in expected.scores.items():
-        assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-9)
+        assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-6)
     points = h.db_alarm_points()
     assert set(points) == set(expected.alarms)
     alerts = h.alerts()
