@@ -38,16 +38,16 @@ from typing import Any, Self
 import numpy as np
 import torch
 
+from bench_scoring import random_weights_detector  # scripts/ is on sys.path when run
 from wtbi_monitor.adapters.kafka import ensure_topics
 from wtbi_monitor.cli import open_service
-from wtbi_monitor.config import ModelSettings, PreprocessingSettings, Settings, SimulationSettings
+from wtbi_monitor.config import PreprocessingSettings, Settings, SimulationSettings
 from wtbi_monitor.data.synthetic import FarmSimulator
 from wtbi_monitor.localenv import LocalServers, start_all
 from wtbi_monitor.logs import configure_logging
-from wtbi_monitor.model import build_detector, load_bundle, save_bundle
+from wtbi_monitor.model import load_bundle, save_bundle
 from wtbi_monitor.model.bundle import Bundle, build_manifest
 from wtbi_monitor.model.detector import Detector, ScoreOutput
-from wtbi_monitor.model.neural import SVDDDetector
 from wtbi_monitor.preprocessing.scaling import MinMaxScaler
 from wtbi_monitor.service import Service
 from wtbi_monitor.training.dataset import build_windows, scaled_windows, subsample
@@ -83,19 +83,7 @@ class ConstantDetector(Detector):
 def paper_bundle(folder: Path, preset: str, frames: list[Any]) -> Path:
     """An IAE-LSTM-KL bundle with random weights (speed does not depend on their values)."""
     pre = PreprocessingSettings()
-    torch.manual_seed(0)
-    detector = build_detector(
-        "iae_lstm_kl:soft", ModelSettings(preset=preset), window_length=26, n_channels=26
-    )
-    if not isinstance(detector, SVDDDetector):
-        raise TypeError(type(detector))
-    warm = torch.rand(512, 26, 26)
-    detector.module.train()
-    with torch.no_grad():
-        detector.net.embed(warm)
-    detector.prepare_joint(warm, 256)
-    detector.fitted_ = True
-    detector.module.eval()
+    detector = random_weights_detector(preset, torch.device("cpu"))
     # Calibrate on the farm's own windows, so that the share of windows at or above the
     # alarm's clear level (which are scored a second time for per-channel errors) is as
     # small as with a trained model, instead of "all of them" with a random threshold.

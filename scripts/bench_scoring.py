@@ -61,6 +61,29 @@ def matmul_gflops(device: torch.device, seconds: float) -> tuple[float, int]:
     return best, best_n
 
 
+def random_weights_detector(preset: str, device: torch.device) -> SVDDDetector:
+    """IAE-LSTM-KL with random weights, ready to score (also used by bench_daemon.py).
+
+    Scoring speed does not depend on the weights' values: the network gets BatchNorm
+    statistics and a centre from random windows instead of being trained.
+    """
+    torch.manual_seed(0)
+    detector = build_detector(
+        "iae_lstm_kl:soft", ModelSettings(preset=preset), window_length=26, n_channels=26
+    )
+    if not isinstance(detector, SVDDDetector):
+        raise TypeError(type(detector))
+    detector.to(device)
+    warm = torch.rand(512, 26, 26, device=device)
+    detector.module.train()
+    with torch.no_grad():
+        detector.net.embed(warm)
+    detector.prepare_joint(warm, 256)
+    detector.fitted_ = True
+    detector.module.eval()
+    return detector
+
+
 def main() -> None:
     """Run the benchmark and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -74,22 +97,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    torch.manual_seed(0)
-    detector = build_detector(
-        "iae_lstm_kl:soft", ModelSettings(preset=args.preset), window_length=26, n_channels=26
-    )
-    if not isinstance(detector, SVDDDetector):
-        raise TypeError(type(detector))
-    detector.to(device)
-    # Scoring speed does not depend on the weights' values: give the network BatchNorm
-    # statistics and a centre from random windows instead of training it.
-    warm = torch.rand(512, 26, 26, device=device)
-    detector.module.train()
-    with torch.no_grad():
-        detector.net.embed(warm)
-    detector.prepare_joint(warm, 256)
-    detector.fitted_ = True
-    detector.module.eval()
+    detector = random_weights_detector(args.preset, device)
     flops = scoring_flops(detector.spec)
     peak, peak_n = matmul_gflops(device, args.seconds)
 
