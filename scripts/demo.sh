@@ -11,8 +11,8 @@ source scripts/setup_env.sh
 
 OUT="${WTBI_DEMO_DIR:-.run/demo}"
 CONFIG="${WTBI_DEMO_CONFIG:-configs/demo.toml}"
-# The convolutional autoencoder by default: on this synthetic farm it catches the episode
-# and IAE-LSTM-KL does not (docs/evaluation.md). WTBI_DEMO_MEMBER=iae_lstm_kl:soft shows that.
+# The convolutional autoencoder by default: it catches the demo's episode and IAE-LSTM-KL
+# does not (docs/evaluation.md has the longer story). WTBI_DEMO_MEMBER=iae_lstm_kl:soft.
 MEMBER="${WTBI_DEMO_MEMBER:-cae}"
 BUNDLE="$OUT/models/${MEMBER/:/-}"
 export WTBI_LOGGING__LEVEL=warning
