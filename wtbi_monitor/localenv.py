@@ -137,13 +137,20 @@ def stop_process(pid: int, timeout_s: float = 5.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def _spawn(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start a server in its own session, output appended to `log_path`."""
+    with log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(  # noqa: S603 - our own binaries, fixed arguments
+            args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
 def start_kafka(workdir: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
     """Start Tansu on 127.0.0.1 with in-memory storage; wait until it answers."""
     port = port or free_port()
     binary = tansu_binary()
     url = f"tcp://127.0.0.1:{port}"
-    log = (workdir / "tansu.log").open("ab")
-    proc = subprocess.Popen(  # noqa: S603 - our own binary, fixed arguments
+    proc = _spawn(
         [
             str(binary),
             "broker",
@@ -154,11 +161,8 @@ def start_kafka(workdir: Path, port: int | None = None) -> tuple[subprocess.Pope
             "--storage-engine",
             "memory://tansu/",
         ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        workdir / "tansu.log",
     )
-    log.close()  # the child has its own copy of the descriptor
 
     def ready() -> bool:
         check = subprocess.run(  # noqa: S603 - our own binary
@@ -180,8 +184,7 @@ def start_victoria_metrics(
     port = port or free_port()
     data = workdir / "victoria-metrics"
     data.mkdir(parents=True, exist_ok=True)
-    log = (workdir / "victoria-metrics.log").open("ab")
-    proc = subprocess.Popen(  # noqa: S603 - our own binary, fixed arguments
+    proc = _spawn(
         [
             str(victoria_metrics_binary()),
             f"-httpListenAddr=127.0.0.1:{port}",
@@ -191,11 +194,8 @@ def start_victoria_metrics(
             "-dedup.minScrapeInterval=1ms",
             "-loggerLevel=WARN",
         ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        workdir / "victoria-metrics.log",
     )
-    log.close()  # the child has its own copy of the descriptor
 
     def ready() -> bool:
         try:
