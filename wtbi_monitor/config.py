@@ -108,6 +108,13 @@ class ModelSettings(_Section):
     lambda_kl: float = Field(default=0.1, ge=0, description="weight of the KL penalty")
     nu: float = Field(default=0.1, gt=0, lt=1, description="soft-boundary outlier fraction")
     toll_beta: float = Field(default=0.01, ge=0, description="Toll latent-norm weight")
+    vae_beta: float = Field(default=1.0, ge=0, description="VAE weight of the KL term")
+    memae_items: int = Field(default=100, ge=2, description="MemAE memory size")
+    lsa_lambda: float = Field(default=0.1, ge=0, description="LSA weight of the surprisal loss")
+    pca_variance: float = Field(
+        default=0.95, gt=0, le=1, description="PCA: share of training variance kept"
+    )
+    iforest_trees: int = Field(default=100, ge=1, description="Isolation Forest size")
     threshold_override: float | None = Field(
         default=None, description="use this threshold instead of the bundle's calibrated one"
     )

@@ -65,11 +65,15 @@ class Detector(ABC):
 
     #: family name as in model-spec section 7 (e.g. "iae_lstm_kl").
     family: ClassVar[str] = ""
+    #: the detector class's name in bundle manifests (registry: kind -> class).
+    kind: ClassVar[str] = ""
 
     def __init__(self) -> None:
         self.threshold_: float = math.nan
         self.calibration_scores_: F64 = np.empty(0)
         self.channel_reference_: F64 | None = None
+        #: per-channel mean of validation windows (scaled): the baseline of gradient attribution.
+        self.input_reference_: F64 | None = None
         self.target_fpr_: float = math.nan
         self.fitted_: bool = False
 
@@ -120,6 +124,19 @@ class Detector(ABC):
         return False
 
     @property
+    def attributes_channels(self) -> bool:
+        """Whether `score_details` can give per-channel contributions to the score.
+
+        Decoder models give per-channel reconstruction errors; others may override this
+        with a gradient attribution (model/neural.py).
+        """
+        return self.has_decoder
+
+    def bind_scaler(self, minimum: F64, maximum: F64, channels: tuple[str, ...]) -> None:
+        """Called before `fit` with the scaler and channel names (rules need physical units)."""
+        del minimum, maximum, channels
+
+    @property
     def device(self) -> torch.device:
         """Where inference runs."""
         return torch.device("cpu")
@@ -157,7 +174,7 @@ class Detector(ABC):
         self._check_fitted()
         if windows.shape[0] == 0:
             empty_channels = np.empty((0, windows.shape[-1])) if with_channels else None
-            return ScoreOutput(np.empty(0), empty_channels if self.has_decoder else None)
+            return ScoreOutput(np.empty(0), empty_channels if self.attributes_channels else None)
         windows = np.ascontiguousarray(windows, dtype=np.float32)
         return self._score(windows, with_channels=with_channels, channels_at=channels_at)
 
@@ -168,10 +185,13 @@ class Detector(ABC):
     def calibrate(self, validation: F32, target_fpr: float) -> float:
         """Set `threshold_` at `target_fpr` on validation NORMAL windows; return it.
 
-        Also stores the sorted validation scores (for tail probabilities) and, for models
-        with a decoder, each channel's median reconstruction error (the reference against
+        Also stores the sorted validation scores (for tail probabilities), each channel's
+        mean value (the baseline of gradient attribution) and, for models that attribute
+        scores to channels, each channel's median contribution (the reference against
         which alarms attribute excess error to channels).
         """
+        if validation.shape[0]:
+            self.input_reference_ = validation.mean(axis=(0, 1), dtype=np.float64)
         details = self.score_details(validation, with_channels=True)
         scores = np.sort(details.score)
         if details.channel_error is not None and details.channel_error.shape[0]:
@@ -212,6 +232,10 @@ class Detector(ABC):
         tensors["calibration.scores"] = torch.from_numpy(
             np.ascontiguousarray(self.calibration_scores_, dtype=np.float64)
         )
+        if self.input_reference_ is not None:
+            tensors["calibration.input_reference"] = torch.from_numpy(
+                np.ascontiguousarray(self.input_reference_, dtype=np.float64)
+            )
         if self.channel_reference_ is not None:
             tensors["calibration.channel_reference"] = torch.from_numpy(
                 np.ascontiguousarray(self.channel_reference_, dtype=np.float64)
@@ -224,6 +248,10 @@ class Detector(ABC):
         self._load_model_tensors(model)
         if "calibration.scores" in tensors:
             self.calibration_scores_ = tensors["calibration.scores"].numpy().astype(np.float64)
+        if "calibration.input_reference" in tensors:
+            self.input_reference_ = (
+                tensors["calibration.input_reference"].numpy().astype(np.float64)
+            )
         if "calibration.channel_reference" in tensors:
             self.channel_reference_ = (
                 tensors["calibration.channel_reference"].numpy().astype(np.float64)

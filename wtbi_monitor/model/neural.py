@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
@@ -126,7 +126,9 @@ class NeuralDetector(Detector):
         for start in range(0, windows.shape[0], INFERENCE_BATCH):
             batch = self._as_tensor(windows[start : start + INFERENCE_BATCH])
             s, ch = self._score_batch(
-                batch, with_channels=with_channels and self.has_decoder, channels_at=channels_at
+                batch,
+                with_channels=with_channels and self.attributes_channels,
+                channels_at=channels_at,
             )
             scores.append(s.double().cpu())
             if ch is not None:
@@ -140,6 +142,36 @@ class NeuralDetector(Detector):
         self, batch: Tensor, *, with_channels: bool, channels_at: float = -math.inf
     ) -> tuple[Tensor, Tensor | None]:
         raise NotImplementedError
+
+    def differentiable_score(self, batch: Tensor) -> Tensor:
+        """The score as a differentiable function of the windows (models without a decoder)."""
+        raise NotImplementedError
+
+    def _gradient_channels(self, batch: Tensor, score: Tensor, channels_at: float) -> Tensor:
+        """Per-channel attribution of the score by gradient x (input - baseline), (B, C).
+
+        For window x with per-channel baseline b (the mean of validation normal windows),
+        channel c gets sum_t ds/dx[t, c] * (x[t, c] - b[c]): the first-order Taylor share
+        of s(x) - s(b) carried by that channel. Only positive shares (channels that push
+        the score up) are kept. Computed only for rows scoring at least `channels_at`;
+        other rows are zero.
+        """
+        channels = batch.new_zeros(batch.shape[0], batch.shape[-1])
+        hot = score.double() >= channels_at
+        if not bool(hot.any()):
+            return channels
+        reference = self.input_reference_
+        base = (
+            torch.zeros(batch.shape[-1], device=batch.device, dtype=batch.dtype)
+            if reference is None
+            else torch.as_tensor(reference, device=batch.device, dtype=batch.dtype)
+        )
+        with torch.inference_mode(mode=False), torch.enable_grad():
+            x = batch[hot].clone().requires_grad_()
+            (grad,) = torch.autograd.grad(self.differentiable_score(x).sum(), x)
+            shares = (grad * (x.detach() - base.clone())).sum(dim=1)
+        channels[hot] = shares.clamp_min(0.0).detach().to(channels.dtype)
+        return channels
 
     # Trainable defaults -------------------------------------------------------------
 
@@ -182,6 +214,8 @@ class _SVDDModule(nn.Module):
 class SVDDDetector(NeuralDetector):
     """IAE-LSTM-KL and every relative scored by the distance to a centre (model-spec 3-5).
 
+    Without a decoder, per-channel contributions come from gradient attribution.
+
     Args:
         spec: network shape and switches (LSTM, gates, decoder).
         family: name recorded in bundles.
@@ -191,6 +225,8 @@ class SVDDDetector(NeuralDetector):
         nu: soft boundary: fraction of training windows allowed outside the sphere.
         warmup_epochs: soft boundary: joint epochs before R is first set.
     """
+
+    kind: ClassVar[str] = "svdd"
 
     def __init__(
         self,
@@ -239,6 +275,15 @@ class SVDDDetector(NeuralDetector):
     def has_decoder(self) -> bool:
         """Decoder present: per-channel errors are available."""
         return self.spec.use_decoder
+
+    @property
+    def attributes_channels(self) -> bool:
+        """Always: reconstruction error with a decoder, gradient attribution without."""
+        return True
+
+    def differentiable_score(self, batch: Tensor) -> Tensor:
+        """||z - c||^2 through the (eval-mode) network, for gradient attribution."""
+        return squared_distance(self.net.embed(batch), self._module.center)
 
     @property
     def center_(self) -> Tensor:
@@ -354,7 +399,9 @@ class SVDDDetector(NeuralDetector):
         if self.soft:
             score = score - self._module.radius.pow(2)
         channels = None
-        if with_channels and self.net.decoder is not None:
+        if with_channels and self.net.decoder is None:
+            channels = self._gradient_channels(batch, score, channels_at)
+        elif with_channels and self.net.decoder is not None:
             # Decode only the windows that need attribution, from the z already computed
             # (eval-mode BatchNorm: rows are independent, so a subset decodes identically).
             hot = score.double() >= channels_at  # float64, as the caller compares
@@ -405,6 +452,8 @@ class ReconstructionDetector(NeuralDetector):
         hidden: dense hidden widths (encoder side).
         beta: Toll's latent-norm weight: loss and score add beta * ||z||^2.
     """
+
+    kind: ClassVar[str] = "reconstruction"
 
     def __init__(
         self,

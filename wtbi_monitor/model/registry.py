@@ -16,6 +16,12 @@ import torch
 
 from wtbi_monitor.config import ModelSettings
 from wtbi_monitor.errors import ConfigurationError
+from wtbi_monitor.model.baselines import GaussianADDetector, LSADetector, MemAEDetector, VAEDetector
+from wtbi_monitor.model.classical import (
+    IsolationForestDetector,
+    PCADetector,
+    PowerCurveRuleDetector,
+)
 from wtbi_monitor.model.detector import Detector
 from wtbi_monitor.model.networks import PRESETS, NetworkSpec, spec_for
 from wtbi_monitor.model.neural import ReconstructionDetector, SVDDDetector
@@ -27,7 +33,7 @@ class FamilyInfo:
 
     Attributes:
         name: family name.
-        kind: "svdd" or "reconstruction" (selects the detector class).
+        kind: the detector class's manifest kind (see `_FROM_HYPER`).
         switches: NetworkSpec switches (use_lstm, use_decoder).
         uses_kl: False forces lambda_kl = 0 (the no-KL ablations).
         has_objective: hard/soft boundary applies.
@@ -107,15 +113,56 @@ FAMILIES: dict[str, FamilyInfo] = {
             dense="deep_ae",
             summary="deep dense autoencoder (seed 004)",
         ),
+        FamilyInfo(
+            "vae", "vae", has_objective=False, summary="variational AE (Kingma & Welling 2014)"
+        ),
+        FamilyInfo(
+            "memae", "memae", has_objective=False, summary="memory-augmented AE (Gong et al. 2019)"
+        ),
+        FamilyInfo(
+            "lsa",
+            "lsa",
+            has_objective=False,
+            summary="latent space autoregression (Abati et al. 2019)",
+        ),
+        FamilyInfo(
+            "gaussian_ad",
+            "gaussian_ad",
+            has_objective=False,
+            summary="Gaussian fit of CAE encoder features (Rippel et al. 2020, adapted)",
+        ),
+        FamilyInfo(
+            "pca", "pca", has_objective=False, summary="PCA reconstruction of flattened windows"
+        ),
+        FamilyInfo(
+            "iforest",
+            "iforest",
+            has_objective=False,
+            summary="Isolation Forest on flattened windows (Liu et al. 2008)",
+        ),
+        FamilyInfo(
+            "power_curve_rule",
+            "power_curve_rule",
+            has_objective=False,
+            summary="IEA Wind Task 19 power-curve rule on physical channels",
+        ),
     )
 }
 
 #: Detector classes by the "kind" written in bundle manifests.
 DetectorFactory = Callable[[dict[str, Any]], Detector]
-_FROM_HYPER: dict[str, DetectorFactory] = {
-    "svdd": SVDDDetector.from_hyperparameters,
-    "reconstruction": ReconstructionDetector.from_hyperparameters,
-}
+_CLASSES: tuple[type[Detector], ...] = (
+    SVDDDetector,
+    ReconstructionDetector,
+    VAEDetector,
+    MemAEDetector,
+    LSADetector,
+    GaussianADDetector,
+    PCADetector,
+    IsolationForestDetector,
+    PowerCurveRuleDetector,
+)
+_FROM_HYPER: dict[str, DetectorFactory] = {c.kind: c.from_hyperparameters for c in _CLASSES}
 
 
 @dataclass(frozen=True)
@@ -176,6 +223,18 @@ def build_detector(
     info = FAMILIES[m.family]
     switches = {**info.switches, "input_gate": m.input_gate, "output_gate": m.output_gate}
     spec = spec_for(settings.preset, window_length, n_channels, **switches)
+    shape = (window_length, n_channels)
+    simple: dict[str, Callable[[], Detector]] = {
+        "vae": lambda: VAEDetector(spec, beta=settings.vae_beta),
+        "memae": lambda: MemAEDetector(spec, items=settings.memae_items),
+        "lsa": lambda: LSADetector(spec, lambda_llk=settings.lsa_lambda),
+        "gaussian_ad": lambda: GaussianADDetector(spec),
+        "pca": lambda: PCADetector(*shape, variance=settings.pca_variance),
+        "iforest": lambda: IsolationForestDetector(*shape, trees=settings.iforest_trees),
+        "power_curve_rule": lambda: PowerCurveRuleDetector(*shape),
+    }
+    if info.kind in simple:
+        return simple[info.kind]()
     if info.kind == "svdd":
         return SVDDDetector(
             spec,
@@ -199,10 +258,8 @@ def build_detector(
 
 def detector_kind(detector: Detector) -> str:
     """The manifest 'kind' of a detector instance."""
-    if isinstance(detector, SVDDDetector):
-        return "svdd"
-    if isinstance(detector, ReconstructionDetector):
-        return "reconstruction"
+    if detector.kind in _FROM_HYPER:
+        return detector.kind
     msg = f"no manifest kind registered for {type(detector).__name__}"
     raise ConfigurationError(msg)
 

@@ -122,6 +122,7 @@ def fit_member(
     detector = build_detector(
         parsed, settings.model, window_length=pre.window_length, n_channels=len(pre.channels)
     ).to(device)
+    detector.bind_scaler(scaler.minimum, scaler.maximum, pre.channels)
     log.info(
         "training",
         member=parsed.label,

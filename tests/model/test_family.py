@@ -1,0 +1,238 @@
+"""Every family member through the production path: fit, calibrate, save, load, score.
+
+Members are fitted by `fit_member` (the trainer's code path, scaler binding included) on
+the tiny two-turbine farm, saved as bundles and loaded back, exactly as the daemon would.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.ensemble import IsolationForest
+from sklearn.metrics import roc_auc_score
+
+from tests.conftest import TINY_SETTINGS
+from wtbi_monitor.config import ModelSettings, Settings
+from wtbi_monitor.data.wtbi import TurbineFrame
+from wtbi_monitor.domain import Label
+from wtbi_monitor.errors import ConfigurationError
+from wtbi_monitor.model import FAMILIES, Bundle, build_detector, load_bundle, save_bundle
+from wtbi_monitor.model.classical import IsolationForestDetector, PowerCurveRuleDetector
+from wtbi_monitor.model.neural import SVDDDetector
+from wtbi_monitor.training.dataset import build_windows
+from wtbi_monitor.training.train import (
+    TrainingData,
+    fit_member,
+    prepare_training_data,
+    split_history,
+)
+
+#: Members expected to separate an easy injected icing case after a tiny fit. IAE-LSTM-KL
+#: is not among them: it scores these windows LOWER than the same windows before injection
+#: (its saturating LSTM maps extreme inputs near the centre; docs/results.md reports it).
+REFERENCE = ("cae", "deep_svdd:hard", "pca", "power_curve_rule")
+FAMILY_SETTINGS = {
+    **TINY_SETTINGS,
+    "training": {**TINY_SETTINGS["training"], "epochs": 3, "pretrain_epochs": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    return Settings(**FAMILY_SETTINGS)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def training_data(tiny_farm: list[TurbineFrame], settings: Settings) -> TrainingData:
+    train, val = split_history(tiny_farm, 0.3)
+    return prepare_training_data(train, val, settings)
+
+
+@pytest.fixture(scope="module")
+def held_out_raw(tiny_farm: list[TurbineFrame], settings: Settings) -> np.ndarray:
+    """800 smoothed, unscaled all-normal windows drawn from both turbines (time order kept)."""
+    windows = build_windows(tiny_farm, settings.preprocessing, stride=5).normal_only()
+    pick = np.random.default_rng(0).choice(len(windows), 800, replace=False)
+    return windows.series.windows(np.sort(pick))
+
+
+def inject_blade_icing(raw: np.ndarray, channels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """An easy icing case: production windows below 0 C lose 60 % of power and 15 % of
+    speed, the blades' pitch angles diverge by +-6 degrees and nacelle vibration grows five-
+    fold with an offset. Returns (normal, iced) windows."""
+    col = {c: channels.index(c) for c in channels}
+    temp = raw[:, :, col["environment_tmp"]].mean(axis=1)
+    power = raw[:, :, col["power"]].mean(axis=1)
+    chosen = raw[(temp < -0.5) & (power > 300.0)]
+    iced = chosen.copy()
+    iced[:, :, col["power"]] *= 0.4
+    iced[:, :, col["generator_speed"]] *= 0.85
+    for name, shift in (("pitch1_angle", 6.0), ("pitch2_angle", 0.0), ("pitch3_angle", -6.0)):
+        iced[:, :, col[name]] += shift
+    for name in ("acc_x", "acc_y"):
+        mean = iced[:, :, col[name]].mean(axis=1, keepdims=True)
+        iced[:, :, col[name]] = mean + 5.0 * (iced[:, :, col[name]] - mean) + 0.2
+    return chosen, iced
+
+
+@pytest.mark.parametrize("member", sorted(FAMILIES))
+def test_member_fits_saves_loads_and_scores_identically(
+    member: str, training_data: TrainingData, settings: Settings, held_out_raw, tmp_path: Path
+) -> None:
+    bundle = fit_member(member, training_data, settings)
+    # normal windows plus injected icing: a rule is rightly constant (0) on normal data alone
+    _, iced = inject_blade_icing(held_out_raw, settings.preprocessing.channels)
+    windows = np.concatenate([held_out_raw, iced])
+    before = bundle.score_windows(windows)
+    assert before.score.shape == (windows.shape[0],)
+    assert np.all(np.isfinite(before.score))
+    assert np.unique(np.round(before.score, 9)).size > 10, "scores are (nearly) constant"
+    loaded = load_bundle(save_bundle(tmp_path / "b", bundle), expected=settings.preprocessing)
+    after = loaded.score_windows(windows)
+    np.testing.assert_allclose(after.score, before.score, rtol=1e-6, atol=1e-9)
+    assert loaded.threshold == pytest.approx(bundle.threshold)
+    assert loaded.manifest["kind"] == bundle.detector.kind
+    if bundle.detector.attributes_channels:
+        assert after.channel_error is not None
+        assert after.channel_error.shape == (windows.shape[0], 26)
+        np.testing.assert_allclose(after.channel_error, before.channel_error, rtol=1e-5, atol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def reference_bundles(training_data: TrainingData, settings: Settings) -> dict[str, Bundle]:
+    longer = settings.model_copy(
+        update={"training": settings.training.model_copy(update={"epochs": 10})}
+    )
+    return {m: fit_member(m, training_data, longer) for m in REFERENCE}
+
+
+@pytest.mark.parametrize("member", REFERENCE)
+def test_reference_members_score_injected_icing_higher(
+    member: str, reference_bundles: dict[str, Bundle], held_out_raw, settings: Settings
+) -> None:
+    normal, iced = inject_blade_icing(held_out_raw, settings.preprocessing.channels)
+    assert normal.shape[0] >= 20, "the tiny farm has too few cold production windows"
+    bundle = reference_bundles[member]
+    s_normal = bundle.score_windows(normal).score
+    s_iced = bundle.score_windows(iced).score
+    y = np.r_[np.zeros(s_normal.size), np.ones(s_iced.size)]
+    assert roc_auc_score(y, np.r_[s_normal, s_iced]) > 0.75
+    assert np.median(s_iced) > np.median(s_normal)
+
+
+def test_gradient_attribution_points_at_the_perturbed_channels(
+    training_data: TrainingData, settings: Settings, held_out_raw
+) -> None:
+    """An SVDD model without decoder attributes a power/speed deficit to those channels."""
+    bundle = fit_member("deep_svdd:hard", training_data, settings)
+    _, iced = inject_blade_icing(held_out_raw, settings.preprocessing.channels)
+    shares = bundle.score_windows(iced, with_channels=True).channel_error
+    assert shares is not None
+    assert np.all(shares >= 0)
+    channels = settings.preprocessing.channels
+    affected = {"power", "generator_speed", "pitch1_angle", "pitch2_angle", "pitch3_angle"}
+    affected |= {"acc_x", "acc_y"}
+    top3 = np.argsort(-shares, axis=1)[:, :3]
+    hits = np.mean([any(channels[j] in affected for j in row) for row in top3])
+    # 7 of 26 channels are affected: chance that a random top 3 has one is about 0.64.
+    assert hits > 0.8
+
+
+def test_isolation_forest_matches_scikit_learn() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 6, 5)).astype(np.float32)
+    test = rng.normal(scale=1.5, size=(200, 6, 5)).astype(np.float32)
+    forest = IsolationForest(n_estimators=25, max_samples=128, random_state=3).fit(
+        x.reshape(300, -1)
+    )
+    ours = IsolationForestDetector(6, 5, trees=25, max_samples=128)
+    ours.import_forest(forest)
+    ours.fitted_ = True
+    expected = -forest.score_samples(test.reshape(200, -1))
+    np.testing.assert_allclose(ours.score(test), expected, rtol=1e-12)
+
+
+def test_power_curve_rule_flags_a_deficit_below_zero_but_not_at_plus_ten(
+    training_data: TrainingData, settings: Settings, held_out_raw
+) -> None:
+    channels = settings.preprocessing.channels
+    rule_bundle = fit_member("power_curve_rule", training_data, settings)
+    col = {c: channels.index(c) for c in channels}
+    power = held_out_raw[:, :, col["power"]].mean(axis=1)
+    production = held_out_raw[power > 300.0][:50].copy()
+    deficit = production.copy()
+    deficit[:, :, col["power"]] *= 0.4
+    cold, warm = deficit.copy(), deficit.copy()
+    cold[:, :, col["environment_tmp"]] = -3.0
+    warm[:, :, col["environment_tmp"]] = 10.0
+    healthy_cold = production.copy()
+    healthy_cold[:, :, col["environment_tmp"]] = -3.0
+    cold_scores = rule_bundle.score_windows(cold).score
+    healthy = rule_bundle.score_windows(healthy_cold).score
+    # most windows of the episode have most rows below P10 (some wind bins have too few
+    # warm reference rows in two days of data and are not judged)
+    assert np.mean(cold_scores > 0.5) > 0.6
+    # by construction about 20 % of healthy rows lie outside P10..P90; Task 19's 30-minute
+    # persistence (the alarm's on-delay here) is what filters those out
+    assert np.mean(cold_scores) > 2 * np.mean(healthy) + 0.2
+    assert np.all(rule_bundle.score_windows(warm).score == 0.0)
+
+
+def test_power_curve_rule_needs_its_channels() -> None:
+    rule = PowerCurveRuleDetector(26, 3)
+    with pytest.raises(ConfigurationError, match="environment_tmp"):
+        rule.bind_scaler(np.zeros(3), np.ones(3), ("wind_speed", "power", "int_tmp"))
+
+
+ABLATIONS = {
+    # member: (has LSTM, has decoder, uses KL, LSTM gate blocks)
+    "iae_lstm_kl:soft": (True, True, True, 3),
+    "iae_kl:soft": (False, True, True, 0),
+    "iae_lstm:soft": (True, True, False, 3),
+    "dlsvdd:soft": (True, False, False, 3),
+    "dlsvdd_kl:soft": (True, False, True, 3),
+    "dsvdd_kl:soft": (False, False, True, 0),
+    "iae_lstm_kl:soft+no_input_gate": (True, True, True, 2),
+    "iae_lstm_kl:soft+no_output_gate": (True, True, True, 2),
+    "iae_lstm_kl:soft+no_input_gate+no_output_gate": (True, True, True, 1),
+}
+
+
+@pytest.mark.parametrize("member", sorted(ABLATIONS))
+def test_ablation_switches_remove_their_component(member: str) -> None:
+    lstm, decoder, kl, gates = ABLATIONS[member]
+    detector = build_detector(
+        member, ModelSettings(preset="small"), window_length=26, n_channels=26
+    )
+    assert isinstance(detector, SVDDDetector)
+    net = detector.net
+    assert (net.lstm is not None) == lstm
+    assert (net.decoder is not None) == decoder
+    if net.lstm is not None:
+        feature = detector.spec.feature_dim
+        assert net.lstm.gates.weight.shape == (gates * feature, feature)
+    detector.prepare_joint(torch.rand(8, 26, 26), 8)
+    parts = detector.joint_loss(torch.rand(8, 26, 26)).parts
+    assert ("kl" in parts) == kl
+    assert ("rec" in parts) == decoder
+    assert "svdd" in parts
+
+
+def test_no_kl_ablation_ignores_the_configured_kl_weight() -> None:
+    settings = ModelSettings(preset="small", lambda_kl=0.5)
+    full = build_detector("iae_lstm_kl", settings, window_length=26, n_channels=26)
+    no_kl = build_detector("iae_lstm", settings, window_length=26, n_channels=26)
+    assert isinstance(full, SVDDDetector)
+    assert isinstance(no_kl, SVDDDetector)
+    assert full.lambda_kl == 0.5
+    assert no_kl.lambda_kl == 0.0
+
+
+def test_every_icing_label_in_the_tiny_farm_is_outside_training(
+    training_data: TrainingData,
+) -> None:
+    assert np.all(training_data.train.label == Label.NORMAL)
+    assert np.all(training_data.validation.label == Label.NORMAL)
