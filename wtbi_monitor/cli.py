@@ -38,11 +38,13 @@ from wtbi_monitor.adapters.kafka import (
 )
 from wtbi_monitor.codec import RecordDecoder, encode_alarm_event
 from wtbi_monitor.config import Settings, load_settings
-from wtbi_monitor.data.synthetic import FarmSimulator
+from wtbi_monitor.data.synthetic import FarmSimulator, read_episodes
 from wtbi_monitor.data.wtbi import TurbineFrame, format_times, read_farm
 from wtbi_monitor.errors import WtbiError
+from wtbi_monitor.evaluation.benchmark import BenchmarkRun, Cache, Cell, plan, run_benchmark
 from wtbi_monitor.evaluation.protocols import ProtocolResult, evaluate_paper, evaluate_time_ordered
 from wtbi_monitor.evaluation.report import write_report
+from wtbi_monitor.evaluation.results_doc import render
 from wtbi_monitor.logs import configure_logging, get_logger
 from wtbi_monitor.model import load_bundle, resolve_device, save_bundle
 from wtbi_monitor.model.trainer import EpochRecord, ProgressCallback
@@ -53,6 +55,7 @@ from wtbi_monitor.service import Service
 from wtbi_monitor.telemetry import Health, ServiceMetrics
 from wtbi_monitor.training.dataset import build_windows
 from wtbi_monitor.training.train import fit_member, prepare_training_data, split_history
+from wtbi_monitor.training.tuning import apply_values, tune_member
 
 log = get_logger("wtbi_monitor.cli")
 
@@ -159,10 +162,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = prepare_training_data(
         train_frames, val_frames, settings, assume_normal=args.assume_normal
     )
+    tuning = None
+    if args.tune:
+        result = tune_member(member, data, settings, budget=args.tune)
+        settings = apply_values(settings, result.best)
+        tuning = result.to_json()
+        print(f"search: best of {len(result.trials)} trials {result.best}")
     total = settings.training.pretrain_epochs + settings.training.epochs
     update, close = progress_bar(member, total)
     try:
-        bundle = fit_member(member, data, settings, name=args.name, progress=update)
+        bundle = fit_member(member, data, settings, name=args.name, progress=update, tuning=tuning)
     finally:
         close()
     out = args.out or settings.models_dir / bundle.name
@@ -230,6 +239,39 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                     f"false alarms/turbine-day {m.events['false_alarms_per_turbine_day']}"
                 )
             print(f"  {protocol.name:12s} {m.member:28s} AUROC {m.window['auroc']}{extra}")
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    """Run the family benchmark (resumable) and write docs/results.md."""
+    settings = _settings(args, _MODEL_FLAGS)
+    cache = Cache(args.cache)
+    command = " ".join(["wtbi-monitor", *sys.argv[1:]])
+    if not args.render_only:
+        frames = _read(args.data, settings)
+        episodes_file = args.data / "episodes.json"
+        episodes = read_episodes(episodes_file) if episodes_file.is_file() else []
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        run = BenchmarkRun(frames, episodes, settings, cache, args.out.parent / "results")
+        run.plots.mkdir(parents=True, exist_ok=True)
+        cells = plan(settings)
+        todo = [c for c in cells if c.key not in cache]
+        print(f"{len(cells) - len(todo)} of {len(cells)} cells cached; running {len(todo)}")
+        t_start = time.perf_counter()
+
+        def report(cell: Cell, record: dict[str, Any], seconds: float) -> None:
+            elapsed = time.perf_counter() - t_start
+            print(
+                f"  [{elapsed / 60:5.1f} min] {cell.key:60s} AUROC {record['auroc']} "
+                f"({seconds:.0f} s)",
+                flush=True,
+            )
+            if args.render_every and len(cache.records) % args.render_every == 0:
+                render(cache, settings, args.out, command)
+
+        for _ in run_benchmark(run, todo, on_cell=report):
+            pass
+    print(f"wrote {render(cache, settings, args.out, command)}")
     return 0
 
 
@@ -494,6 +536,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="treat unlabelled rows as normal (ice-free history without labels)",
     )
+    p.add_argument(
+        "--tune",
+        type=int,
+        default=0,
+        metavar="BUDGET",
+        help="first search BUDGET hyperparameter settings on validation normal data only",
+    )
     _add_model_flags(p)
     p.set_defaults(func=cmd_train)
 
@@ -509,6 +558,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="report folder")
     _add_model_flags(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "benchmark", help="the whole family over several seeds; writes docs/results.md"
+    )
+    p.add_argument("--data", type=Path, required=True, help="the synthetic farm folder")
+    p.add_argument("--out", type=Path, default=Path("docs/results.md"))
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=Path("reports/benchmark/cells.jsonl"),
+        help="finished cells (the run resumes from it)",
+    )
+    p.add_argument("--render-only", action="store_true", help="only rebuild the document")
+    p.add_argument("--render-every", type=int, default=10, help="re-render every n cells")
+    _add_model_flags(p)
+    p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("score", help="score a file with a bundle; write per-window scores")
     p.add_argument("--bundle", type=Path, required=True)

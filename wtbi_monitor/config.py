@@ -252,6 +252,84 @@ class EvaluationSettings(_Section):
         return self
 
 
+_TABLE_III = (
+    "cae",
+    "memae",
+    "vae",
+    "gaussian_ad",
+    "lsa",
+    "deep_svdd:hard",
+    "deep_svdd:soft",
+    "iaead:hard",
+    "iaead:soft",
+    "iae_lstm_kl:hard",
+    "iae_lstm_kl:soft",
+    "toll",
+    "ae",
+    "deep_ae",
+    "pca",
+    "iforest",
+    "power_curve_rule",
+)
+_ABLATIONS = (
+    "iae_kl:soft",
+    "iae_lstm:soft",
+    "dlsvdd:soft",
+    "dlsvdd_kl:soft",
+    "dsvdd_kl:soft",
+    "iae_kl:hard",
+    "iae_lstm:hard",
+    "dlsvdd:hard",
+    "dlsvdd_kl:hard",
+    "dsvdd_kl:hard",
+    "iae_lstm_kl:soft+no_input_gate",
+    "iae_lstm_kl:soft+no_output_gate",
+    "iae_lstm_kl:soft+no_input_gate+no_output_gate",
+)
+
+
+class BenchmarkSettings(_Section):
+    """`wtbi-monitor benchmark`: the whole family over several seeds (docs/results.md)."""
+
+    seeds: tuple[int, ...] = Field(default=(0, 1, 2), description="training seeds per member")
+    members: tuple[str, ...] = Field(
+        default=_TABLE_III, description="members of the main tables (paper Table III and more)"
+    )
+    ablations: tuple[str, ...] = Field(
+        default=_ABLATIONS, description="IAE-LSTM-KL ablations (paper Tables V and VII)"
+    )
+    ablation_seeds: tuple[int, ...] = Field(
+        default=(0, 1, 2), description="training seeds of the ablation members"
+    )
+    contamination_levels: tuple[float, ...] = Field(
+        default=(0.0, 0.05, 0.10, 0.15, 0.20, 0.25),
+        description="shares of icing windows mixed into training (paper Fig. 5)",
+    )
+    contamination_members: tuple[str, ...] = Field(
+        default=("iae_lstm_kl:soft", "deep_svdd:soft", "cae"),
+        description="members of the contamination study",
+    )
+    contamination_seeds: tuple[int, ...] = Field(
+        default=(0, 1), description="seeds of the contamination study"
+    )
+    tune_members: tuple[str, ...] = Field(
+        default=("iae_lstm_kl:soft",), description="members also run with searched settings"
+    )
+    tune_budget: int = Field(default=6, ge=1, description="settings tried per tuned member")
+    test_stride: int = Field(
+        default=4,
+        ge=1,
+        description="time-ordered: score every n-th test window (alarm counts scaled to match)",
+    )
+    timeline_members: tuple[str, ...] = Field(
+        default=("iae_lstm_kl:soft", "cae", "power_curve_rule"),
+        description="members whose score timelines are plotted",
+    )
+    attribution_windows: int = Field(
+        default=2000, ge=10, description="flagged icing windows sampled for the hit rate"
+    )
+
+
 class KafkaSettings(_Section):
     """The broker, topics, consumer group and security (passed through to aiokafka)."""
 
@@ -355,6 +433,7 @@ class Settings(BaseSettings):
     alarm: AlarmSettings = AlarmSettings()
     simulation: SimulationSettings = SimulationSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
+    benchmark: BenchmarkSettings = BenchmarkSettings()
     kafka: KafkaSettings = KafkaSettings()
     influx: InfluxSettings = InfluxSettings()
     service: ServiceSettings = ServiceSettings()

@@ -63,6 +63,9 @@ class MemberResult:
     bundle_version: str = ""
     #: test window times and scores per turbine, for timeline plots (time-ordered only).
     timeline: dict[str, tuple[NDArray[np.int64], NDArray[np.float32]]] = field(default_factory=dict)
+    #: the fitted bundle and every test window's score (time-ordered; not serialised).
+    bundle: Bundle | None = None
+    scores: NDArray[np.float64] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready summary (no arrays)."""
@@ -166,7 +169,7 @@ def _alarms_for(
     context = bundle.alarm_context()
     clear = context.clear_level(settings.alarm.hysteresis)
     channel_errors = None
-    if bundle.detector.has_decoder:
+    if bundle.detector.attributes_channels:
         channel_errors = np.zeros((len(test), len(bundle.channels)))
         hot = np.flatnonzero(scores >= clear)
         for start in range(0, hot.size, SCORE_CHUNK):
@@ -192,6 +195,63 @@ def _alarms_for(
     return alarms
 
 
+@dataclass
+class TimeOrderedCase:
+    """The data of the time-ordered protocol, built once and shared by every member.
+
+    `stride` > 1 scores every stride-th test window only (the benchmark's shortcut); the
+    alarm machine's window counts are divided by it so its delays stay the same in time.
+    """
+
+    split: TimeSplit
+    train_frames: list[TurbineFrame]
+    validation_frames: list[TurbineFrame]
+    test_frames: list[TurbineFrame]
+    test: LabelledWindows
+    means: NDArray[np.float64]
+    stride: int = 1
+    data: TrainingData | None = None
+
+    def training_data(self, settings: Settings) -> TrainingData:
+        """All-normal windows of the training and validation periods (built on first use)."""
+        if self.data is None:
+            self.data = prepare_training_data(self.train_frames, self.validation_frames, settings)
+        return self.data
+
+
+def time_ordered_case(
+    frames: list[TurbineFrame], settings: Settings, *, stride: int = 1
+) -> TimeOrderedCase:
+    """Cut the farm into training, validation and test periods and window the test part."""
+    ev = settings.evaluation
+    split = time_split(frames, ev.train_fraction, ev.validation_fraction)
+    test_frames = cut(frames, split.test_start_ms, None)
+    test = build_windows(test_frames, settings.preprocessing, stride=stride)
+    return TimeOrderedCase(
+        split=split,
+        train_frames=cut(frames, None, split.validation_start_ms),
+        validation_frames=cut(frames, split.validation_start_ms, split.test_start_ms),
+        test_frames=test_frames,
+        test=test,
+        means=window_channel_means(test),
+        stride=stride,
+    )
+
+
+def strided_alarm_settings(settings: Settings, stride: int) -> Settings:
+    """Alarm window counts divided by `stride` (same delays in time on strided windows)."""
+    if stride == 1:
+        return settings
+    a = settings.alarm
+    update = {
+        "on_k": max(1, round(a.on_k / stride)),
+        "on_n": max(1, round(a.on_n / stride)),
+        "off_n": max(1, round(a.off_n / stride)),
+    }
+    update["on_k"] = min(update["on_k"], update["on_n"])
+    return settings.model_copy(update={"alarm": a.model_copy(update=update)})
+
+
 def evaluate_time_ordered(
     frames: list[TurbineFrame],
     members: list[str],
@@ -200,25 +260,22 @@ def evaluate_time_ordered(
     bundles: list[Bundle] | None = None,
     progress: ProgressFactory | None = None,
     timeline_turbines: int | None = None,
+    case: TimeOrderedCase | None = None,
 ) -> ProtocolResult:
     """Train on the early part, validate on the next, test on the latest; window + event metrics."""
     ev = settings.evaluation
-    split = time_split(frames, ev.train_fraction, ev.validation_fraction)
-    train_frames = cut(frames, None, split.validation_start_ms)
-    val_frames = cut(frames, split.validation_start_ms, split.test_start_ms)
-    test_frames = cut(frames, split.test_start_ms, None)
-    test = build_windows(test_frames, settings.preprocessing)
+    case = case or time_ordered_case(frames, settings)
+    split, test_frames, test, means = case.split, case.test_frames, case.test, case.means
+    alarm_settings = strided_alarm_settings(settings, case.stride)
     evaluable = test.evaluable
-    means = window_channel_means(test)
-    data: TrainingData | None = None
+    data: TrainingData | None = case.data
     results: list[MemberResult] = []
     candidates: list[tuple[str, Bundle | None]] = [(m, None) for m in members]
     candidates += [(b.manifest["member"], b) for b in bundles or []]
     n_timeline = ev.timeline_turbines if timeline_turbines is None else timeline_turbines
     for member, given in candidates:
         if given is None:
-            if data is None:
-                data = prepare_training_data(train_frames, val_frames, settings)
+            data = case.training_data(settings)
             t0 = time.perf_counter()
             bundle = fit_member(
                 member, data, settings, progress=progress(member) if progress else None
@@ -230,7 +287,7 @@ def evaluate_time_ordered(
             _warn_if_leaky(bundle, split)
         scores, rate = score_all(bundle, test)
         metrics = window_metrics(test.label[evaluable], scores[evaluable], bundle.threshold)
-        alarms = _alarms_for(bundle, test, scores, means, settings)
+        alarms = _alarms_for(bundle, test, scores, means, alarm_settings)
         events = event_metrics(test_frames, alarms)
         timeline = {}
         for k, tid in enumerate(test.turbine_ids[:n_timeline]):
@@ -250,6 +307,8 @@ def evaluate_time_ordered(
             episode_detail=events.episode_detail,
             bundle_version=bundle.version,
             timeline=timeline,
+            bundle=bundle,
+            scores=scores,
         )
         log.info(
             "evaluated",
@@ -298,11 +357,16 @@ def evaluate_paper(
     settings: Settings,
     *,
     progress: ProgressFactory | None = None,
+    windows: LabelledWindows | None = None,
 ) -> ProtocolResult:
-    """The authors' random-split protocol (LEAKY by construction: see the module docstring)."""
+    """The authors' random-split protocol (LEAKY by construction: see the module docstring).
+
+    The split is drawn from `training.seed`; `windows` (the farm's stride-1 windows) may be
+    passed in to avoid windowing the farm again for every seed.
+    """
     ev, tr = settings.evaluation, settings.training
     rng = np.random.default_rng(tr.seed)
-    windows = build_windows(frames, settings.preprocessing)
+    windows = windows if windows is not None else build_windows(frames, settings.preprocessing)
     normal = np.flatnonzero(windows.all_normal & (windows.label == Label.NORMAL))
     icing = np.flatnonzero(windows.evaluable & (windows.label == Label.ICING))
     shuffled = rng.permutation(normal)

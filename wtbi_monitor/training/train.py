@@ -107,8 +107,13 @@ def fit_member(
     *,
     name: str | None = None,
     progress: ProgressCallback | None = None,
+    tuning: dict[str, Any] | None = None,
 ) -> Bundle:
-    """Fit a family member on `data` and calibrate its threshold; return an unsaved bundle."""
+    """Fit a family member on `data` and calibrate its threshold; return an unsaved bundle.
+
+    `tuning`: the hyperparameter search that chose these settings (training/tuning.py),
+    recorded in the manifest.
+    """
     parsed = parse_member(member, settings.model.objective)
     pre, tr = settings.preprocessing, settings.training
     rng = np.random.default_rng(tr.seed)
@@ -170,6 +175,8 @@ def fit_member(
         validation=validation,
     )
     manifest["model_settings"] = settings.model.model_dump(mode="json")
+    if tuning is not None:
+        manifest["tuning"] = tuning
     return Bundle(
         path=None,
         manifest=manifest,
