@@ -567,7 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cache",
         type=Path,
-        default=Path("reports/benchmark/cells.jsonl"),
+        default=Path("docs/results/cells.jsonl"),
         help="finished cells (the run resumes from it)",
     )
     p.add_argument("--render-only", action="store_true", help="only rebuild the document")

@@ -344,7 +344,7 @@ class StreamProcessor:
         clip = np.empty(n)
         means = np.empty((n, c))
         errors = np.zeros((n, c))
-        decoder = self.bundle.detector.has_decoder
+        decoder = self.bundle.detector.attributes_channels
         # One pass: windows at or above the clear level also get per-channel errors (for
         # alarm attribution), decoded from the same forward pass.
         for start in range(0, n, self.score_batch_size):

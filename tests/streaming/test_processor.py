@@ -27,10 +27,10 @@ def messages(tiny_farm):
     return msgs[: 3 * 3600 // 7 * 2]
 
 
-def processor(bundle) -> StreamProcessor:
+def processor(bundle, quantile: float = 0.8) -> StreamProcessor:
     # A threshold at the 80th percentile of normal scores: alarms are certain, so the
     # comparisons below always cover alarm events, whatever the tiny model learned.
-    low = float(np.quantile(bundle.detector.calibration_scores_, 0.8))
+    low = float(np.quantile(bundle.detector.calibration_scores_, quantile))
     return StreamProcessor(
         dataclasses.replace(bundle, threshold_override=low),
         SETTINGS.preprocessing,
@@ -153,3 +153,38 @@ def test_any_mix_of_records_is_accounted_for_and_never_crashes(tiny_bundle, mess
         result = proc.process(batch)
         assert result.readings + len(result.dead_letters) + result.skipped == len(batch)
         assert all(np.isfinite(result.points.score))
+
+
+@pytest.mark.parametrize("member", ["deep_svdd:hard", "pca", "iforest", "power_curve_rule", "vae"])
+def test_the_daemon_pipeline_runs_other_family_members(member, tiny_farm, messages):
+    """Any member's bundle streams like IAE-LSTM-KL: same windows scored as in batch."""
+    from wtbi_monitor.training.dataset import build_windows
+    from wtbi_monitor.training.train import fit_member, prepare_training_data, split_history
+
+    train, val = split_history(tiny_farm, 0.3)
+    bundle = fit_member(member, prepare_training_data(train, val, SETTINGS), SETTINGS)
+    proc = processor(bundle, quantile=0.0)  # a low threshold: many windows need channels
+    points, _ = collect(list(replay_messages(proc, messages, batch_records=500)))
+    assert len(points) > 1000
+    # the same windows scored offline (first turbine): identical scores
+    frame = tiny_farm[0]
+    windows = build_windows([frame], SETTINGS.preprocessing)
+    offline = dict(
+        zip(
+            windows.time_ms.tolist(),
+            bundle.score_windows(windows.series.windows()).score.tolist(),
+            strict=True,
+        )
+    )
+    streamed = {t: s for (tid, t), (s, _) in points.items() if tid == frame.turbine_id}
+    common = sorted(set(streamed) & set(offline))
+    assert len(common) > 500
+    np.testing.assert_allclose(
+        [streamed[t] for t in common], [offline[t] for t in common], rtol=1e-5, atol=1e-6
+    )
+    hot = [top for s, top in points.values() if s >= proc.clear_level]
+    assert len(hot) > 100
+    if bundle.detector.attributes_channels:
+        assert np.mean([top[0] >= 0 for top in hot]) > 0.9, "hot windows name their channels"
+    else:
+        assert all(top[0] == -1 for top in hot)

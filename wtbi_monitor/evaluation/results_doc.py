@@ -36,6 +36,38 @@ PAPER_TABLE_III = {
     "iae_lstm_kl:soft": 0.963,
 }
 NOT_RUN = "not run"
+#: Model cards (docs/models/) and the members whose results `render` writes into them,
+#: between the markers below.
+CARD_MEMBERS: dict[str, tuple[str, ...]] = {
+    "iae_lstm_kl.md": ("iae_lstm_kl:soft", "iae_lstm_kl:hard", "iae_lstm_kl:soft (tuned)"),
+    "ablations.md": (
+        "iae_kl:soft",
+        "iae_kl:hard",
+        "iae_lstm:soft",
+        "iae_lstm:hard",
+        "dlsvdd:soft",
+        "dlsvdd:hard",
+        "dlsvdd_kl:soft",
+        "dlsvdd_kl:hard",
+        "dsvdd_kl:soft",
+        "dsvdd_kl:hard",
+        "iae_lstm_kl:soft+no_input_gate",
+        "iae_lstm_kl:soft+no_output_gate",
+        "iae_lstm_kl:soft+no_input_gate+no_output_gate",
+    ),
+    "deep_svdd.md": ("deep_svdd:soft", "deep_svdd:hard"),
+    "iaead.md": ("iaead:soft", "iaead:hard"),
+    "cae.md": ("cae",),
+    "toll.md": ("toll",),
+    "dense_ae.md": ("ae", "deep_ae"),
+    "vae.md": ("vae",),
+    "memae.md": ("memae",),
+    "lsa.md": ("lsa",),
+    "gaussian_ad.md": ("gaussian_ad",),
+    "classical.md": ("pca", "iforest"),
+    "power_curve_rule.md": ("power_curve_rule",),
+}
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
 def _values(records: list[Record], get: Any) -> list[float]:
@@ -187,7 +219,53 @@ def render(cache: Cache, settings: Settings, out: Path, command: str) -> Path:
             lines += [f"![{m}](results/timeline_{slug}.png)", ""]
     lines += _setup_section(settings)
     out.write_text("\n".join(lines) + "\n")
+    update_model_cards(out.parent / "models", paper, timed)
     return out
+
+
+def card_table(
+    members: tuple[str, ...], paper: dict[str, list[Record]], timed: dict[str, list[Record]]
+) -> list[str]:
+    """The results block of a model card."""
+    lines = [
+        "From [../results.md](../results.md) (mean ± std over seeds; the paper protocol is leaky):",
+        "",
+        (
+            "| member | AUROC paper (leaky) | Table III | AUROC time-ordered | AUPRC | episodes | "
+            "false alarms / turbine / 30 d |"
+        ),
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in members:
+        rs = timed.get(m, [])
+        detected = _values(rs, _ev("episodes_detected"))
+        total = _values(rs, _ev("episodes"))
+        det = f"{np.mean(detected):.1f} / {int(total[0])}" if detected and total else NOT_RUN
+        ref = PAPER_TABLE_III.get(m)
+        lines.append(
+            f"| {m} | {_stat(paper.get(m, []), lambda r: r['auroc'])} | "
+            f"{'-' if ref is None else f'{ref:.3f}'} | {_stat(rs, lambda r: r['auroc'])} | "
+            f"{_stat(rs, lambda r: r['auprc'])} | {det} | "
+            f"{_stat(rs, _ev('false_alarms_per_turbine_30d'), 2)} |"
+        )
+    return lines
+
+
+def update_model_cards(
+    folder: Path, paper: dict[str, list[Record]], timed: dict[str, list[Record]]
+) -> None:
+    """Replace the results block of every card that has the markers."""
+    for name, members in CARD_MEMBERS.items():
+        path = folder / name
+        if not path.is_file():
+            continue
+        text = path.read_text()
+        if BEGIN not in text or END not in text:
+            continue
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        block = "\n".join(card_table(members, paper, timed))
+        path.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}")
 
 
 def _ablation_section(

@@ -53,6 +53,7 @@ class TuneResult:
     member: str
     best: dict[str, float]
     trials: list[dict[str, Any]] = field(default_factory=list)
+    space: dict[str, tuple[float, ...]] = field(default_factory=dict)
     criterion: str = "AUROC(validation normal vs synthetic faults)"
 
     def to_json(self) -> dict[str, Any]:
@@ -61,6 +62,7 @@ class TuneResult:
             "member": self.member,
             "best": self.best,
             "criterion": self.criterion,
+            "space": {k: list(v) for k, v in self.space.items()},
             "trials": self.trials,
         }
 
@@ -144,6 +146,7 @@ def tune_member(
         member=member,
         best={k: best[k] for k in grid},
         trials=trials,
+        space=grid,
     )
 
 
