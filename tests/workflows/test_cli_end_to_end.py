@@ -61,12 +61,20 @@ def test_train_evaluate_score(farm, config, tmp_path, capsys):
                 "iae_lstm_kl:soft",
                 "--out",
                 str(bundle),
+                "--tune",
+                "2",
             ]
         )
         == 0
     )
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["member"] == "iae_lstm_kl:soft"
+    # the search's chosen values are the ones the bundle was trained with
+    chosen = manifest["tuning"]["best"]
+    assert len(manifest["tuning"]["trials"]) == 2
+    assert manifest["hyperparameters"]["nu"] == chosen["model.nu"]
+    assert manifest["hyperparameters"]["lambda_kl"] == chosen["model.lambda_kl"]
+    assert manifest["training"]["settings"]["learning_rate"] == chosen["training.learning_rate"]
     assert manifest["preprocessing"]["window_length"] == 26
     assert len(manifest["scaler"]["minimum"]) == 26
 
