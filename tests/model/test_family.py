@@ -236,3 +236,22 @@ def test_every_icing_label_in_the_tiny_farm_is_outside_training(
 ) -> None:
     assert np.all(training_data.train.label == Label.NORMAL)
     assert np.all(training_data.validation.label == Label.NORMAL)
+
+
+def test_power_curve_rule_threshold_lets_a_fully_iced_window_alarm() -> None:
+    rule = PowerCurveRuleDetector(
+        4, 3, channel_index={"wind_speed": 0, "power": 1, "environment_tmp": 2}
+    )
+    rule.minimum, rule.maximum = [0.0, 0.0, -20.0], [25.0, 2000.0, 20.0]
+    rule.p10_ = np.full(60, 1000.0)  # kW, every wind bin
+    rule.p90_ = np.full(60, 1500.0)
+    rule.rated_kw_ = 2000.0
+    rule.fitted_ = True
+    iced = np.zeros((100, 4, 3), dtype=np.float32)
+    iced[:, :, 0] = 0.4  # 10 m/s
+    iced[:, :, 1] = 0.1  # 200 kW, below P10
+    iced[:, :, 2] = 0.25  # -10 C
+    # every validation window fully iced: the quantile would be 1.0 and nothing could alarm
+    threshold = rule.calibrate(iced, 0.001)
+    assert threshold == pytest.approx(1 - 0.5 / 4)
+    assert rule.predict(iced[:1])[0]

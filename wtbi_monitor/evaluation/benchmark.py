@@ -169,15 +169,17 @@ def attribution_hit_rate(
     limit: int,
     seed: int,
 ) -> Record | None:
-    """Share of flagged icing windows whose top-3 channels include one the episode affects.
+    """Share of high-scoring icing windows whose top channels include one the episode affects.
 
-    Flagged = ICING label and score above the threshold. Each window is matched to the
-    generator's episode covering its newest row; `chance` is the same share for three
-    channels drawn at random.
+    High-scoring = ICING label and score above the 99th percentile of the validation
+    normal scores (a tail probability of 1 %; the alarm threshold sits at 0.1 % and leaves
+    too few windows for a rate). Each window is matched to the generator's episode covering
+    its newest row; `chance` is the same share for three channels drawn at random.
     """
     if not bundle.detector.attributes_channels or not episodes:
         return None
-    flagged = np.flatnonzero((test.label == Label.ICING) & (scores > bundle.threshold))
+    level = float(np.quantile(bundle.detector.calibration_scores_, 0.99))
+    flagged = np.flatnonzero((test.label == Label.ICING) & (scores > level))
     if flagged.size == 0:
         return {"windows": 0, "top3_hit_rate": None, "top1_hit_rate": None, "chance": None}
     flagged = flagged[subsample(flagged.size, limit, np.random.default_rng(seed))]

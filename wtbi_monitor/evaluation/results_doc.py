@@ -372,14 +372,15 @@ def _attribution_section(timed: dict[str, list[Record]], members: list[str]) -> 
         "",
         "## Channel attribution of flagged icing windows",
         "",
-        "For icing test windows scoring above the threshold (seed 0, up to 2,000 sampled), the",
+        "For icing test windows scoring above the 99th percentile of validation normal scores",
+        "(seed 0, up to 2,000 sampled), the",
         "share whose top channel (top 1) or top three channels (top 3) include a channel the",
         "generator's episode actually changed (blade icing: power, generator speed, pitch,",
         "vibration; iced anemometer: wind speed). Decoder models: share of reconstruction error;",
         "models without a decoder: gradient x (input - validation mean). Chance = three channels",
         "drawn at random.",
         "",
-        "| member | flagged windows | top-1 hit | top-3 hit | chance (top 3) |",
+        "| member | windows | top-1 hit | top-3 hit | chance (top 3) |",
         "|---|---|---|---|---|",
     ]
     for m in members:
@@ -392,7 +393,7 @@ def _attribution_section(timed: dict[str, list[Record]], members: list[str]) -> 
             lines.append(f"| {m} | no channel attribution (score has no per-channel form) | | | |")
             continue
         if not a.get("windows"):
-            lines.append(f"| {m} | 0 (no icing window above threshold) | - | - | - |")
+            lines.append(f"| {m} | 0 (no icing window above that level) | - | - | - |")
             continue
         lines.append(
             f"| {m} | {a['windows']} | {a['top1_hit_rate']:.2f} | {a['top3_hit_rate']:.2f} | "
