@@ -255,3 +255,13 @@ def test_power_curve_rule_threshold_lets_a_fully_iced_window_alarm() -> None:
     threshold = rule.calibrate(iced, 0.001)
     assert threshold == pytest.approx(1 - 0.5 / 4)
     assert rule.predict(iced[:1])[0]
+
+
+def test_a_fit_does_not_depend_on_what_ran_before_it(
+    training_data: TrainingData, settings: Settings, held_out_raw
+) -> None:
+    """fit_member seeds torch before the network draws its initial weights."""
+    first = fit_member("cae", training_data, settings).score_windows(held_out_raw[:50]).score
+    torch.rand(1000)  # any other use of the global generator in between
+    second = fit_member("cae", training_data, settings).score_windows(held_out_raw[:50]).score
+    np.testing.assert_array_equal(first, second)

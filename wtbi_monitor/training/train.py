@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from wtbi_monitor.config import Settings
 from wtbi_monitor.data.wtbi import TurbineFrame
@@ -124,6 +125,9 @@ def fit_member(
     val_raw = data.validation.series.windows(val_idx)
     x_val, val_clipped = scaler.transform(val_raw)
     device = resolve_device(settings.model.device)
+    # Networks draw their initial weights when built: seed first, or a member's weights
+    # (and results) would depend on whatever ran before it in the process.
+    torch.manual_seed(tr.seed)
     detector = build_detector(
         parsed, settings.model, window_length=pre.window_length, n_channels=len(pre.channels)
     ).to(device)
