@@ -68,6 +68,8 @@ CARD_MEMBERS: dict[str, tuple[str, ...]] = {
     "power_curve_rule.md": ("power_curve_rule",),
 }
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+#: Families whose channel attribution is by gradient (no decoder in the score).
+GRADIENT_FAMILIES = frozenset({"deep_svdd", "dlsvdd", "dlsvdd_kl", "dsvdd_kl", "gaussian_ad"})
 CANONICAL = "wtbi-monitor --config configs/benchmark.toml benchmark --data data/farm"
 
 
@@ -422,6 +424,7 @@ def _attribution_section(timed: dict[str, list[Record]], members: list[str]) -> 
         "| member | windows | top-1 hit | top-3 hit | chance (top 3) |",
         "|---|---|---|---|---|",
     ]
+    pooled: dict[str, list[tuple[int, float, float, float]]] = {"gradient": [], "decoder": []}
     for m in members:
         rec = next((r for r in timed.get(m, []) if r["seed"] == 0), None)
         if rec is None:
@@ -437,6 +440,18 @@ def _attribution_section(timed: dict[str, list[Record]], members: list[str]) -> 
         lines.append(
             f"| {m} | {a['windows']} | {a['top1_hit_rate']:.2f} | {a['top3_hit_rate']:.2f} | "
             f"{a['chance']:.2f} |"
+        )
+        kind = "gradient" if m.split(":")[0].split("+")[0] in GRADIENT_FAMILIES else "decoder"
+        pooled[kind].append((a["windows"], a["top1_hit_rate"], a["top3_hit_rate"], a["chance"]))
+    for kind, rows in pooled.items():
+        n = sum(r[0] for r in rows)
+        if n == 0:
+            continue
+        top1, top3, chance = (sum(r[0] * r[k] for r in rows) / n for k in (1, 2, 3))
+        label = "gradient attribution" if kind == "gradient" else "reconstruction error"
+        lines.append(
+            f"| **all members by {label}** (pooled) | {n} | {top1:.2f} | {top3:.2f} | "
+            f"{chance:.2f} |"
         )
     return lines
 
