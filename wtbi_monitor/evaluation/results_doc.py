@@ -20,21 +20,8 @@ import numpy as np
 
 from wtbi_monitor.config import Settings
 from wtbi_monitor.evaluation.benchmark import Cache, Record, plan, plot_seed0_roc
+from wtbi_monitor.evaluation.report import PAPER_TABLE_III
 
-#: Paper Table III (WTBI, AUROC, random-split protocol; model-spec section 8).
-PAPER_TABLE_III = {
-    "cae": 0.704,
-    "memae": 0.690,
-    "vae": 0.392,
-    "gaussian_ad": 0.595,
-    "lsa": 0.685,
-    "deep_svdd:hard": 0.798,
-    "deep_svdd:soft": 0.823,
-    "iaead:hard": 0.823,
-    "iaead:soft": 0.894,
-    "iae_lstm_kl:hard": 0.893,
-    "iae_lstm_kl:soft": 0.963,
-}
 NOT_RUN = "not run"
 #: Model cards (docs/models/) and the members whose results `render` writes into them,
 #: between the markers below.

@@ -51,12 +51,31 @@ class _BaselineDetector(NeuralDetector):
 
     kind: ClassVar[str] = ""
 
+    _module: nn.Module
+
     def __init__(self, spec: NetworkSpec, family: str) -> None:
         super().__init__(_conv_ae_spec(spec))
         self.family_name = family
 
+    @property
+    def module(self) -> nn.Module:
+        """The trained and saved module."""
+        return self._module
+
+    @property
+    def has_decoder(self) -> bool:
+        """Scored through a reconstruction: per-channel errors are available."""
+        return True
+
     def _extra_hyperparameters(self) -> dict[str, Any]:
+        """Constructor arguments beyond the spec and the family name."""
         return {}
+
+    @classmethod
+    def from_hyperparameters(cls, hyper: dict[str, Any]) -> Self:
+        """Rebuild an unfitted detector (the keys are the constructor's arguments)."""
+        args = {k: v for k, v in hyper.items() if k != "network"}
+        return cls(NetworkSpec.from_json(hyper["network"]), **args)
 
     def hyperparameters(self) -> dict[str, Any]:
         """Everything needed to rebuild this detector."""
@@ -93,6 +112,7 @@ class VAEDetector(_BaselineDetector):
         beta: weight of the KL term (1 = the ELBO).
     """
 
+    _module: _VAEModule
     kind = "vae"
 
     def __init__(self, spec: NetworkSpec, *, family: str = "vae", beta: float = 1.0) -> None:
@@ -100,25 +120,8 @@ class VAEDetector(_BaselineDetector):
         self.beta = beta
         self._module = _VAEModule(self.spec)
 
-    @property
-    def module(self) -> nn.Module:
-        """Encoder, posterior heads and decoder."""
-        return self._module
-
-    @property
-    def has_decoder(self) -> bool:
-        """Per-channel reconstruction errors are available."""
-        return True
-
     def _extra_hyperparameters(self) -> dict[str, Any]:
         return {"beta": self.beta}
-
-    @classmethod
-    def from_hyperparameters(cls, hyper: dict[str, Any]) -> Self:
-        """Rebuild an unfitted detector."""
-        return cls(
-            NetworkSpec.from_json(hyper["network"]), family=hyper["family"], beta=hyper["beta"]
-        )
 
     def _elbo_parts(self, batch: Tensor, *, sample: bool) -> tuple[Tensor, Tensor, Tensor]:
         """Reconstruction error (B,), KL per window element (B,), reconstruction."""
@@ -168,6 +171,7 @@ class MemAEDetector(_BaselineDetector):
     rebuilt from a few normal prototypes. Loss = MSE + entropy_weight * entropy(weights).
     """
 
+    _module: _MemAEModule
     kind = "memae"
 
     def __init__(
@@ -185,29 +189,8 @@ class MemAEDetector(_BaselineDetector):
         self.entropy_weight = entropy_weight
         self._module = _MemAEModule(self.spec, items)
 
-    @property
-    def module(self) -> nn.Module:
-        """Encoder, memory and decoder."""
-        return self._module
-
-    @property
-    def has_decoder(self) -> bool:
-        """Per-channel reconstruction errors are available."""
-        return True
-
     def _extra_hyperparameters(self) -> dict[str, Any]:
         return {"items": self.items, "shrink": self.shrink, "entropy_weight": self.entropy_weight}
-
-    @classmethod
-    def from_hyperparameters(cls, hyper: dict[str, Any]) -> Self:
-        """Rebuild an unfitted detector."""
-        return cls(
-            NetworkSpec.from_json(hyper["network"]),
-            family=hyper["family"],
-            items=hyper["items"],
-            shrink=hyper["shrink"],
-            entropy_weight=hyper["entropy_weight"],
-        )
 
     def _forward(self, batch: Tensor) -> tuple[Tensor, Tensor]:
         """(reconstruction, addressing weights (B, items))."""
@@ -303,6 +286,7 @@ class LSADetector(_BaselineDetector):
     `calibrate`, saved with the weights).
     """
 
+    _module: _LSAModule
     kind = "lsa"
 
     def __init__(
@@ -320,29 +304,8 @@ class LSADetector(_BaselineDetector):
         self.hidden = hidden
         self._module = _LSAModule(self.spec, hidden, bins)
 
-    @property
-    def module(self) -> nn.Module:
-        """Autoencoder, latent density and score normalisation."""
-        return self._module
-
-    @property
-    def has_decoder(self) -> bool:
-        """Per-channel reconstruction errors are available."""
-        return True
-
     def _extra_hyperparameters(self) -> dict[str, Any]:
         return {"lambda_llk": self.lambda_llk, "bins": self.bins, "hidden": self.hidden}
-
-    @classmethod
-    def from_hyperparameters(cls, hyper: dict[str, Any]) -> Self:
-        """Rebuild an unfitted detector."""
-        return cls(
-            NetworkSpec.from_json(hyper["network"]),
-            family=hyper["family"],
-            lambda_llk=hyper["lambda_llk"],
-            bins=hyper["bins"],
-            hidden=hyper["hidden"],
-        )
 
     def _parts(self, batch: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Reconstruction error (B,), surprisal (B,), reconstruction."""
@@ -427,6 +390,7 @@ class GaussianADDetector(_BaselineDetector):
     is used for the score, so per-channel contributions come from gradients.
     """
 
+    _module: _GaussianModule
     kind = "gaussian_ad"
 
     def __init__(self, spec: NetworkSpec, *, family: str = "gaussian_ad") -> None:
@@ -434,19 +398,14 @@ class GaussianADDetector(_BaselineDetector):
         self._module = _GaussianModule(self.spec)
 
     @property
-    def module(self) -> nn.Module:
-        """CAE plus the fitted Gaussians."""
-        return self._module
+    def has_decoder(self) -> bool:
+        """The score does not go through the decoder."""
+        return False
 
     @property
     def attributes_channels(self) -> bool:
         """Gradient attribution of the Mahalanobis distance."""
         return True
-
-    @classmethod
-    def from_hyperparameters(cls, hyper: dict[str, Any]) -> Self:
-        """Rebuild an unfitted detector."""
-        return cls(NetworkSpec.from_json(hyper["network"]), family=hyper["family"])
 
     def joint_loss(self, batch: Tensor) -> LossParts:
         """The CAE's reconstruction MSE."""

@@ -58,6 +58,11 @@ class _ClassicalDetector(Detector):
             "n_channels": self.n_channels,
         }
 
+    @classmethod
+    def from_hyperparameters(cls, hyper: dict[str, Any]) -> Self:
+        """Rebuild an unfitted detector (the keys are the constructor's arguments)."""
+        return cls(**hyper)
+
 
 # ---------------------------------------------------------------------------------- PCA
 
@@ -86,16 +91,6 @@ class PCADetector(_ClassicalDetector):
     def hyperparameters(self) -> dict[str, Any]:
         """Window shape and explained-variance target."""
         return {**self._base_hyper(), "variance": self.variance}
-
-    @classmethod
-    def from_hyperparameters(cls, hyper: dict[str, Any]) -> Self:
-        """Rebuild an unfitted detector."""
-        return cls(
-            hyper["window_length"],
-            hyper["n_channels"],
-            family=hyper["family"],
-            variance=hyper["variance"],
-        )
 
     def _fit(
         self,
@@ -183,17 +178,6 @@ class IsolationForestDetector(_ClassicalDetector):
     def hyperparameters(self) -> dict[str, Any]:
         """Window shape and forest size."""
         return {**self._base_hyper(), "trees": self.trees, "max_samples": self.max_samples}
-
-    @classmethod
-    def from_hyperparameters(cls, hyper: dict[str, Any]) -> Self:
-        """Rebuild an unfitted detector."""
-        return cls(
-            hyper["window_length"],
-            hyper["n_channels"],
-            family=hyper["family"],
-            trees=hyper["trees"],
-            max_samples=hyper["max_samples"],
-        )
 
     def _fit(
         self,
@@ -356,26 +340,6 @@ class PowerCurveRuleDetector(_ClassicalDetector):
             "minimum": self.minimum,
             "maximum": self.maximum,
         }
-
-    @classmethod
-    def from_hyperparameters(cls, hyper: dict[str, Any]) -> Self:
-        """Rebuild an unfitted detector."""
-        keys = (
-            "bin_width",
-            "reference_above_c",
-            "freezing_c",
-            "min_bin_rows",
-            "production_share",
-            "channel_index",
-            "minimum",
-            "maximum",
-        )
-        return cls(
-            hyper["window_length"],
-            hyper["n_channels"],
-            family=hyper["family"],
-            **{k: hyper[k] for k in keys},
-        )
 
     def physical(self, windows: F32) -> tuple[F64, F64, F64]:
         """Wind speed (m/s), power (kW) and temperature (C) of every row, undoing the scaler."""
