@@ -50,7 +50,7 @@ DAEMON_PID=$!
 echo "   pid $DAEMON_PID, metrics http://127.0.0.1:$HTTP_PORT/metrics, log $OUT/daemon.log"
 
 echo "== 5/6 stream the next day and a half (with an icing episode) into Kafka"
-WTBI_SIMULATION__START=2015-11-07T00:00:00 WTBI_SIMULATION__DAYS=1.5 WTBI_SIMULATION__SEED=9 \
+WTBI_SIMULATION__START=2015-12-16T00:00:00 WTBI_SIMULATION__DAYS=1.5 WTBI_SIMULATION__SEED=9 \
   wtbi-monitor --config "$CONFIG" simulate --out "$OUT/live" > /dev/null
 PRODUCED="$(wtbi-monitor --config "$CONFIG" produce --data "$OUT/live" --speedup 0)"
 echo "   $PRODUCED"

@@ -31,8 +31,13 @@ TINY_FIT = FitConfig(
 
 @pytest.fixture(scope="session")
 def tiny_farm() -> list[TurbineFrame]:
-    """Two turbines, two days, 7 s sampling (about 49k readings)."""
-    frames, _ = FarmSimulator(SimulationSettings(turbines=2, days=2.0, seed=11)).generate()
+    """Two turbines, two mid-December days at 7 s (about 49k readings), with blade icing
+    on both turbines in the first 70 % (the training part) and cold ice-free production."""
+    frames, _ = FarmSimulator(
+        SimulationSettings(
+            turbines=2, days=2.0, seed=24, start="2015-12-10T00:00:00", icing_frequency=2.0
+        )
+    ).generate()
     return frames
 
 

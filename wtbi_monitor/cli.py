@@ -39,10 +39,11 @@ from wtbi_monitor.adapters.kafka import (
 from wtbi_monitor.codec import RecordDecoder, encode_alarm_event
 from wtbi_monitor.config import Settings, load_settings
 from wtbi_monitor.data.synthetic import FarmSimulator, read_episodes
-from wtbi_monitor.data.wtbi import TurbineFrame, format_times, read_farm
+from wtbi_monitor.data.wtbi import TurbineFrame, detect_channels, format_times, read_farm
 from wtbi_monitor.errors import WtbiError
 from wtbi_monitor.evaluation.benchmark import BenchmarkRun, Cache, Cell, plan, run_benchmark
 from wtbi_monitor.evaluation.protocols import ProtocolResult, evaluate_paper, evaluate_time_ordered
+from wtbi_monitor.evaluation.realism import write_report as write_realism_report
 from wtbi_monitor.evaluation.report import write_report
 from wtbi_monitor.evaluation.results_doc import render
 from wtbi_monitor.logs import configure_logging, get_logger
@@ -134,9 +135,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     settings = _settings(
         args,
         {
+            "profile": ("simulation", "profile"),
             "turbines": ("simulation", "turbines"),
             "days": ("simulation", "days"),
+            "start": ("simulation", "start"),
             "sim_seed": ("simulation", "seed"),
+            "icing_frequency": ("simulation", "icing_frequency"),
             "format": ("simulation", "file_format"),
         },
     )
@@ -150,6 +154,25 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f"in {time.perf_counter() - t0:.1f} s"
     )
     print(f"episodes: {args.out / 'episodes.json'}")
+    return 0
+
+
+def cmd_realism(args: argparse.Namespace) -> int:
+    """How close a farm (synthetic or real) is to real 10-minute SCADA (docs/realism.md)."""
+    channels = detect_channels(args.data)
+    frames = read_farm(args.data, channels)
+    out = args.out or args.data / "realism"
+    command = " ".join(["wtbi-monitor", *sys.argv[1:]])
+    page, checks = write_realism_report(
+        frames, out, title=args.title or str(args.data), command=command
+    )
+    width = max(len(b.key) for b, _, _ in checks)
+    for band, value, ok in checks:
+        shown = "n/a" if value is None else f"{value:.4g}"
+        real = "" if band.real is None else f"real {band.real:.4g}"
+        print(f"  {band.key:{width}s} {shown:>10s}  {real:12s} {'' if ok else 'OUT OF BAND'}")
+    inside = sum(ok for _, _, ok in checks)
+    print(f"{inside} of {len(checks)} statistics inside their band; report: {page}")
     return 0
 
 
@@ -354,6 +377,7 @@ def build_processor(settings: Settings) -> StreamProcessor:
         bundle.channels,
         max_bytes=settings.service.max_record_bytes,
         max_future_s=settings.service.max_future_s,
+        valid_ranges=settings.preprocessing.valid_ranges,
     )
     return StreamProcessor(
         bundle, settings.preprocessing, settings.alarm, decoder, settings.service.score_batch_size
@@ -520,11 +544,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="write a synthetic farm in the WTBI format")
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--profile", choices=["wtbi", "scada10"], help="simulation.profile")
     p.add_argument("--turbines", type=int)
     p.add_argument("--days", type=float)
+    p.add_argument("--start", help="first timestamp, e.g. 2015-12-10T00:00:00 (UTC)")
     p.add_argument("--seed", dest="sim_seed", type=int, help="simulation.seed")
+    p.add_argument("--icing-frequency", type=float, help="simulation.icing_frequency")
     p.add_argument("--format", choices=["csv", "parquet"])
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser(
+        "realism", help="statistics of a farm beside real 10-minute SCADA (docs/realism.md)"
+    )
+    p.add_argument("--data", type=Path, required=True, help="WTBI file or folder (any channels)")
+    p.add_argument("--out", type=Path, help="report folder (default: DATA/realism)")
+    p.add_argument("--title", help="report title (default: the data path)")
+    p.set_defaults(func=cmd_realism)
 
     p = sub.add_parser("train", help="fit a model on historical normal data; save a bundle")
     p.add_argument("--data", type=Path, required=True, help="WTBI file or folder")

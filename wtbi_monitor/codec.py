@@ -27,6 +27,7 @@ import orjson
 
 from wtbi_monitor.domain import AlarmEvent, Reading
 from wtbi_monitor.errors import Reason, RecordError
+from wtbi_monitor.preprocessing.validity import ValidRanges
 
 MAX_TURBINE_ID = 64
 
@@ -61,6 +62,8 @@ class RecordDecoder:
         channels: configured channel names, in model order.
         max_bytes: larger payloads are rejected before parsing.
         max_future_s: readings further than this ahead of the wall clock are rejected.
+        valid_ranges: per-channel physical bounds; a reading outside is rejected
+            (`out_of_range`), as the batch path drops such rows.
         clock: seconds since the epoch (injectable for tests).
     """
 
@@ -70,9 +73,12 @@ class RecordDecoder:
         *,
         max_bytes: int = 16_384,
         max_future_s: float = 300.0,
+        valid_ranges: dict[str, tuple[float, float]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.channels = channels
+        self.valid = ValidRanges.for_channels(channels, valid_ranges or {})
+        self._check_ranges = self.valid.active
         self._channel_set = frozenset(channels)
         self.max_bytes = max_bytes
         self.max_future_ms = round(max_future_s * 1000)
@@ -165,7 +171,12 @@ class RecordDecoder:
             finite = False
         if not finite:
             raise RecordError(Reason.NON_FINITE, "non-finite channel value")
-        return np.array(ordered, dtype=np.float64)
+        values = np.array(ordered, dtype=np.float64)
+        if self._check_ranges:
+            problem = self.valid.violation(values)
+            if problem is not None:
+                raise RecordError(Reason.OUT_OF_RANGE, problem)
+        return values
 
 
 def encode_reading(

@@ -55,6 +55,18 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+#: Physically possible values of channels in physical units (preprocessing/validity.py).
+#: Readings outside are sensor faults: dropped in batch, dead-lettered in the stream.
+DEFAULT_VALID_RANGES: dict[str, tuple[float, float]] = {
+    "environment_tmp": (-60.0, 60.0),
+    "wind_speed": (0.0, 75.0),
+    "pitch_angle": (-20.0, 120.0),
+    "pitch1_angle": (-20.0, 120.0),
+    "pitch2_angle": (-20.0, 120.0),
+    "pitch3_angle": (-20.0, 120.0),
+}
+
+
 class PreprocessingSettings(_Section):
     """How raw readings become windows (model-spec section 1, domain 'Segments and gaps')."""
 
@@ -68,6 +80,10 @@ class PreprocessingSettings(_Section):
     nominal_interval_s: float = Field(default=7.0, gt=0, description="SCADA sampling interval (s)")
     gap_factor: float = Field(
         default=3.0, gt=1.0, description="a time step above gap_factor x interval starts a segment"
+    )
+    valid_ranges: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: dict(DEFAULT_VALID_RANGES),
+        description="channel -> [low, high]; readings outside are sensor faults (dropped)",
     )
 
     @field_validator("smoothing_length")
@@ -84,6 +100,17 @@ class PreprocessingSettings(_Section):
         if len(set(value)) != len(value) or not value:
             msg = "channels must be a non-empty list of distinct names"
             raise ValueError(msg)
+        return value
+
+    @field_validator("valid_ranges")
+    @classmethod
+    def _ordered_ranges(
+        cls, value: dict[str, tuple[float, float]]
+    ) -> dict[str, tuple[float, float]]:
+        for name, (low, high) in value.items():
+            if not low < high:
+                msg = f"valid_ranges[{name!r}]: low {low} must be below high {high}"
+                raise ValueError(msg)
         return value
 
     @property
@@ -147,6 +174,11 @@ class TrainingSettings(_Section):
     target_fpr: float = Field(
         default=0.001, gt=0, lt=0.5, description="threshold = (1 - target_fpr) validation quantile"
     )
+    scale_margin: float = Field(
+        default=1.0,
+        ge=0,
+        description="scaled inputs are clipped to [-m, 1 + m] (0 = the paper's hard [0, 1] clip)",
+    )
 
 
 class AlarmSettings(_Section):
@@ -185,37 +217,62 @@ class AlarmSettings(_Section):
 
 
 class SimulationSettings(_Section):
-    """The synthetic farm written by `wtbi-monitor simulate`."""
+    """The synthetic farm written by `wtbi-monitor simulate` (docs/realism.md).
 
+    Unset fields take the profile's value: `wtbi` is the 26-channel WTBI shape at ~7 s, a
+    winter run at a cold site; `scada10` is real-shaped 10-minute SCADA with 7 channels and
+    a 2 MW class turbine over two years of a mild climate.
+    """
+
+    profile: Literal["wtbi", "scada10"] = Field(
+        default="wtbi", description="data shape: wtbi (26 channels, 7 s) or scada10 (7, 10 min)"
+    )
     turbines: int = Field(default=4, ge=1, le=999, description="turbines in the farm")
-    days: float = Field(default=28.0, gt=0, description="length of the record")
-    interval_s: float = Field(
-        default=7.0, gt=0, description="sampling interval (some steps 10/7 longer)"
+    days: float | None = Field(
+        default=None, gt=0, description="length of the record (profile: 28 or 730)"
+    )
+    interval_s: float | None = Field(
+        default=None, gt=0, description="sampling interval (profile: 7 s or 600 s)"
     )
     seed: int = Field(default=7, description="the farm is deterministic per seed")
-    start: str = Field(default="2015-11-01T00:00:00", description="first timestamp (UTC)")
-    icing_episodes_per_turbine_week: float = Field(
-        default=2.0, ge=0, description="rate of farm-wide icing events (85 % of turbines join each)"
+    start: str | None = Field(
+        default=None, description="first timestamp, UTC (profile: 2015-11-01 or 2019-10-01)"
+    )
+    icing_frequency: float = Field(
+        default=1.0, gt=0, description="scales how often icing weather occurs (1 = calibrated)"
+    )
+    temperature_offset_c: float = Field(
+        default=0.0, description="shifts the whole climate (negative: a colder site)"
     )
     anemometer_icing_fraction: float = Field(
-        default=0.2,
+        default=0.05,
         ge=0,
         le=1,
         description="share of episodes that ice the anemometer, not the blades",
     )
-    missing_sample_fraction: float = Field(
-        default=0.01, ge=0, lt=0.5, description="single readings dropped at random"
+    stop_on_ice_probability: float = Field(
+        default=0.45, ge=0, le=1, description="share of blade-ice episodes the ice detector stops"
     )
-    gaps_per_turbine_week: float = Field(
-        default=2.0, ge=0, description="recording gaps of 3 min to 6 h (each starts a new group)"
+    missing_sample_fraction: float | None = Field(
+        default=None, ge=0, lt=0.5, description="single readings dropped (profile: 1 % or 0)"
+    )
+    gaps_per_turbine_week: float | None = Field(
+        default=None,
+        ge=0,
+        description="recording outages, log-normal, median 1.5 h, new group (profile: 0.4, 0.18)",
     )
     stops_per_turbine_week: float = Field(
-        default=1.0, ge=0, description="maintenance stops of 1-8 h"
+        default=0.4, ge=0, description="maintenance and fault stops (median 4 h)"
     )
     curtailment_per_turbine_week: float = Field(
-        default=1.5, ge=0, description="power caps of 1-6 h at 30-75 % of rated"
+        default=1.0, ge=0, description="power caps at 20-70 % of rated (median 4 h)"
     )
-    rated_power_kw: float = Field(default=1500.0, gt=0, description="turbine rating")
+    sensor_faults_per_turbine_week: float = Field(
+        default=0.5, ge=0, description="frozen sensors, -273 C, pitch outliers, all-zero rows"
+    )
+    rated_power_kw: float | None = Field(
+        default=None, gt=0, description="turbine rating (profile: 1500 or 2000 kW)"
+    )
     file_format: Literal["csv", "parquet"] = Field(default="csv", description="data file format")
 
 

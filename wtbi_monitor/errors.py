@@ -56,6 +56,7 @@ class Reason(enum.StrEnum):
     WRONG_LENGTH = "wrong_length"
     BAD_VALUE_TYPE = "bad_value_type"
     NON_FINITE = "non_finite"
+    OUT_OF_RANGE = "out_of_range"
     BAD_GROUP = "bad_group"
     DUPLICATE_TIME = "duplicate_time"
     OUT_OF_ORDER = "out_of_order"

@@ -2,13 +2,17 @@
 
 Modes: "pass" forwards requests to the upstream server; "503" and "429" answer with that
 status and a Retry-After header; "400" answers 400 (a permanent error); "reset" closes the
-connection without answering. Requests are counted per mode. It listens on 127.0.0.1 only.
+connection without answering. Requests are counted per mode, and their (decompressed)
+bodies kept. `fail(mode, times)` answers exactly `times` requests in that mode and then
+passes again by itself, so a test never races the daemon to switch a fault off. It listens
+on 127.0.0.1 only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import time
 from collections import Counter
 
@@ -23,6 +27,8 @@ class FaultProxy:
         self.counts: Counter[str] = Counter()
         self.times: dict[str, list[float]] = {}
         self.requests: list[tuple[str, bytes]] = []
+        self.bodies: list[tuple[str, bytes]] = []
+        self.budget: int | None = None
         self.port = 0
         self._server: asyncio.Server | None = None
 
@@ -37,6 +43,11 @@ class FaultProxy:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+    def fail(self, mode: str, times: int) -> None:
+        """Answer the next `times` requests in `mode`, then pass."""
+        self.budget = times
+        self.mode = mode
 
     @property
     def url(self) -> str:
@@ -62,9 +73,17 @@ class FaultProxy:
                 if request is None:
                     return
                 mode = self.mode
+                if self.budget is not None and mode != "pass":
+                    self.budget -= 1
+                    if self.budget <= 0:
+                        self.mode, self.budget = "pass", None
                 self.counts[mode] += 1
                 self.times.setdefault(mode, []).append(time.monotonic())
                 self.requests.append((mode, request.split(b"\r\n", 1)[0]))
+                head_part, _, raw_body = request.partition(b"\r\n\r\n")
+                if b"content-encoding: gzip" in head_part.lower() and raw_body:
+                    raw_body = gzip.decompress(raw_body)
+                self.bodies.append((mode, raw_body))
                 if mode == "reset":
                     writer.transport.abort()
                     return

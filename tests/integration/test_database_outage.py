@@ -92,22 +92,20 @@ async def test_a_permanent_400_is_dead_lettered_not_retried(harness: Harness, st
     async with open_service(settings) as (service, _http):
         task = asyncio.create_task(service.run(stop))
         await produce_readings(settings.kafka, messages[:10])  # topics exist, the group settles
-        proxy.mode = "400"
-
-        async def flip() -> None:
-            await until(lambda: proxy.counts["400"] >= 1, 60, "one rejected write")
-            proxy.mode = "pass"
-
-        flipper = asyncio.create_task(flip())
+        proxy.fail("400", times=1)  # exactly one write is refused; the proxy passes after it
         await produce_readings(settings.kafka, messages[10:])
-        await flipper
         await consumed(harness, messages)
         stop.set()
         await asyncio.wait_for(task, 30)
         assert service.metrics.sink_errors.labels("points", "permanent")._value.get() == 0
         assert service.metrics.points_refused._value.get() >= 1
     await proxy.stop()
-    assert proxy.counts["400"] == 1  # not retried
+    assert proxy.counts["400"] == 1
+    refused = next(body for mode, body in proxy.bodies if mode == "400")
+    later = b"".join(body for mode, body in proxy.bodies if mode == "pass")
+    refused_lines = [ln for ln in refused.splitlines() if ln]
+    assert refused_lines
+    assert not any(ln in later for ln in refused_lines)  # never sent again: not retried
     letters = await asyncio.to_thread(harness.topic_messages, f"dlq-{harness.uid}")
     rejected = [v for _, v, h in letters if h["reason"].decode() == Reason.SINK_REJECTED]
     assert len(rejected) == 1

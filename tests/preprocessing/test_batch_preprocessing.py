@@ -76,11 +76,17 @@ def test_stream_rejects_duplicate_and_out_of_order_times_without_consuming():
     assert state.buffered_readings == 1
 
 
-def test_scaler_clips_and_counts():
-    scaler = MinMaxScaler.fit(np.array([[0.0, 5.0], [10.0, 5.0]]))
-    scaled, clipped = scaler.transform(np.array([[5.0, 5.0], [20.0, 4.0]]))
+def test_scaler_keeps_out_of_range_values_within_its_margin_and_counts_them():
+    scaler = MinMaxScaler.fit(np.array([[0.0, 5.0], [10.0, 5.0]]))  # margin 1: [-1, 2]
+    scaled, outside = scaler.transform(np.array([[5.0, 5.0], [20.0, 4.0], [45.0, 50.0]]))
     assert scaled.dtype == np.float32
-    np.testing.assert_allclose(scaled, [[0.5, 0.0], [1.0, 0.0]])
-    assert clipped == 2  # 20 above the range; 4 below the constant channel's value
+    # 20 -> 2.0 is kept (the paper's clip would pin it at 1); the constant channel maps
+    # 4 -> -1; 45 -> 4.5 and 50 -> 45 are clipped at the margin
+    np.testing.assert_allclose(scaled, [[0.5, 0.0], [2.0, -1.0], [2.0, 2.0]])
+    assert outside == 4  # every value outside the training range is counted
+    paper = MinMaxScaler.fit(np.array([[0.0, 5.0], [10.0, 5.0]]), margin=0.0)
+    np.testing.assert_allclose(paper.transform(np.array([[20.0, 4.0]]))[0], [[1.0, 0.0]])
+    assert MinMaxScaler.from_json({"minimum": [0.0], "maximum": [1.0]}).margin == 0.0
     again = MinMaxScaler.from_json(scaler.to_json())
     np.testing.assert_array_equal(again.minimum, scaler.minimum)
+    assert again.margin == scaler.margin == 1.0

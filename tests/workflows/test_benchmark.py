@@ -48,7 +48,13 @@ BENCH = {
 def farm(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("farm")
     assert (
-        main(["simulate", "--out", str(out), "--turbines", "2", "--days", "4", "--seed", "9"]) == 0
+        main(
+            [
+                *("simulate", "--out", str(out), "--turbines", "2", "--days", "4"),
+                *("--start", "2015-12-10T00:00:00", "--icing-frequency", "2", "--seed", "16"),
+            ]
+        )
+        == 0
     )
     return out
 

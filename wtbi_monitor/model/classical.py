@@ -369,13 +369,19 @@ class PowerCurveRuleDetector(_ClassicalDetector):
         # about equally and keeps the most data when the trainer has subsampled windows.
         wind, power, temp = (a.ravel() for a in self.physical(train))
         self.rated_kw_ = float(np.quantile(power, 0.999))
-        reference = (temp > self.reference_above_c) & (
-            power > self.production_share * self.rated_kw_
-        )
+        producing = power > self.production_share * self.rated_kw_
+        reference = (temp > self.reference_above_c) & producing
+        basis = f"production above {self.reference_above_c:g} C"
+        if reference.sum() < self.min_bin_rows * 10:
+            # A winter-only history has no warm production: IEA Task 19's warm reference
+            # cannot be built, so the curve comes from all (ice-free) training production.
+            # Cold air yields more power, so this curve sits a little high (conservative).
+            reference = producing
+            basis = "all training production (too little warm data)"
         if reference.sum() < self.min_bin_rows:
             msg = (
-                f"power_curve_rule: only {int(reference.sum())} training rows above "
-                f"{self.reference_above_c} C in production; the reference curve needs warm data"
+                f"power_curve_rule: only {int(reference.sum())} training rows in production; "
+                "the reference curve needs more data"
             )
             raise TrainingError(msg)
         n_bins = int(np.ceil(max(float(wind.max()), self.bin_width) / self.bin_width)) + 1
@@ -389,6 +395,7 @@ class PowerCurveRuleDetector(_ClassicalDetector):
         return {
             "train_windows": int(train.shape[0]),
             "reference_rows": int(reference.sum()),
+            "reference_basis": basis,
             "judged_bins": int(np.isfinite(self.p10_).sum()),
             "rated_kw": self.rated_kw_,
         }

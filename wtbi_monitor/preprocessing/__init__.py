@@ -12,12 +12,14 @@ from wtbi_monitor.preprocessing.segments import (
 )
 from wtbi_monitor.preprocessing.smoothing import centred_moving_average
 from wtbi_monitor.preprocessing.stream import StreamState, StreamWindows
+from wtbi_monitor.preprocessing.validity import ValidRanges
 from wtbi_monitor.preprocessing.windows import WindowedSeries, concat_series, window_series
 
 __all__ = [
     "MinMaxScaler",
     "StreamState",
     "StreamWindows",
+    "ValidRanges",
     "WindowedSeries",
     "centred_moving_average",
     "check_strictly_increasing",

@@ -15,7 +15,13 @@ from numpy.typing import NDArray
 from wtbi_monitor.config import PreprocessingSettings
 from wtbi_monitor.data.wtbi import TurbineFrame
 from wtbi_monitor.domain import Label
-from wtbi_monitor.preprocessing import MinMaxScaler, WindowedSeries, concat_series, window_series
+from wtbi_monitor.preprocessing import (
+    MinMaxScaler,
+    ValidRanges,
+    WindowedSeries,
+    concat_series,
+    window_series,
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,7 @@ class LabelledWindows:
     label: NDArray[np.int8]
     touches_unknown: NDArray[np.bool_]
     all_normal: NDArray[np.bool_]
+    rows_out_of_range: int = 0
 
     def __len__(self) -> int:
         return len(self.series)
@@ -47,6 +54,7 @@ class LabelledWindows:
             self.label[index],
             self.touches_unknown[index],
             self.all_normal[index],
+            self.rows_out_of_range,
         )
 
     @property
@@ -69,18 +77,54 @@ class LabelledWindows:
         """Turbine id of each window."""
         return np.asarray(self.turbine_ids)[self.series.window_turbine]
 
-    def fit_scaler(self) -> MinMaxScaler:
+    def fit_scaler(self, margin: float = 1.0) -> MinMaxScaler:
         """Min-max scaler on every smoothed row covered by these windows."""
         covered = np.zeros(self.series.smoothed.shape[0], dtype=np.bool_)
         for offset in range(self.series.window_length):
             covered[self.series.starts + offset] = True
-        return MinMaxScaler.fit(self.series.smoothed[covered])
+        return MinMaxScaler.fit(self.series.smoothed[covered], margin)
+
+
+def drop_out_of_range(
+    frames: list[TurbineFrame], pre: PreprocessingSettings
+) -> tuple[list[TurbineFrame], int]:
+    """Every turbine without its readings outside `preprocessing.valid_ranges`.
+
+    Returns:
+        The frames and the number of rows dropped (the caller reports it).
+    """
+    valid = ValidRanges.for_channels(pre.channels, pre.valid_ranges)
+    if not valid.active:
+        return frames, 0
+    out, dropped = [], 0
+    for frame in frames:
+        bad = valid.bad_rows(frame.values)
+        n_bad = int(bad.sum())
+        if n_bad == 0:
+            out.append(frame)
+            continue
+        dropped += n_bad
+        keep = ~bad
+        out.append(
+            TurbineFrame(
+                turbine_id=frame.turbine_id,
+                times_ms=frame.times_ms[keep],
+                values=frame.values[keep],
+                groups=None if frame.groups is None else frame.groups[keep],
+                labels=frame.labels[keep],
+                dropped_rows=frame.dropped_rows,
+                source=frame.source,
+                channels=frame.channels,
+            )
+        )
+    return out, dropped
 
 
 def build_windows(
     frames: list[TurbineFrame], pre: PreprocessingSettings, *, stride: int | None = None
 ) -> LabelledWindows:
-    """Segment, smooth and window every turbine; attach labels."""
+    """Drop out-of-range readings, then segment, smooth and window every turbine; label."""
+    frames, out_of_range = drop_out_of_range(frames, pre)
     parts, labels = [], []
     offset = 0
     for k, frame in enumerate(frames):
@@ -114,6 +158,7 @@ def build_windows(
         label=raw_labels[series.newest_row] if len(series) else np.empty(0, dtype=np.int8),
         touches_unknown=(unknown[last] - unknown[first]) > 0,
         all_normal=(not_normal[last] - not_normal[first]) == 0,
+        rows_out_of_range=out_of_range,
     )
 
 
@@ -127,7 +172,7 @@ def subsample(n: int, limit: int, rng: np.random.Generator) -> NDArray[np.int64]
 def scaled_windows(
     windows: LabelledWindows, scaler: MinMaxScaler, index: NDArray[np.int64] | None = None
 ) -> NDArray[np.float32]:
-    """Gather and scale windows (float32, clipped to [0, 1])."""
+    """Gather and scale windows (float32, clipped to the scaler's band)."""
     raw = windows.series.windows(index)
     scaled, _ = scaler.transform(raw)
     return scaled

@@ -118,7 +118,7 @@ def fit_member(
     parsed = parse_member(member, settings.model.objective)
     pre, tr = settings.preprocessing, settings.training
     rng = np.random.default_rng(tr.seed)
-    scaler = data.train.fit_scaler()
+    scaler = data.train.fit_scaler(tr.scale_margin)
     train_idx = subsample(len(data.train), tr.max_train_windows, rng)
     val_idx = subsample(len(data.validation), tr.max_validation_windows, rng)
     x_train = scaled_windows(data.train, scaler, train_idx)
@@ -158,7 +158,7 @@ def fit_member(
         "score_quantiles": {
             q: float(np.quantile(val_scores, float(q))) for q in ("0.5", "0.9", "0.99", "0.999")
         },
-        "clip_fraction": val_clipped / max(val_raw.size, 1),
+        "clip_fraction": val_clipped / max(val_raw.size, 1),  # outside the training range
     }
     training = {
         **data.description,
