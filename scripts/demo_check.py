@@ -145,7 +145,7 @@ def show(settings: Settings, episodes: Path | None) -> int:
         print(
             f"  turbine {ev['turbine_id']}  {ev['state']:7s} start {_iso(ev['start_ms'])}  "
             f"end {_iso(ev.get('end_ms'))}  peak {ev['peak_score']:.3g} "
-            f"(threshold {ev['threshold']:.3g})  [{channels}]"
+            f"(threshold {ev['threshold']:.3g}, {ev.get('evidence', 'model')})  [{channels}]"
         )
     if not db and not events:
         print("  (none)")
@@ -155,29 +155,59 @@ def show(settings: Settings, episodes: Path | None) -> int:
     return 0
 
 
+def _duration(start: float, end: float) -> str:
+    minutes = max(0.0, (end - start) / 60_000)
+    return f"{minutes / 60:.1f} h" if minutes >= 90 else f"{minutes:.0f} min"
+
+
 def verdict(injected: list[dict[str, Any]], events: list[dict[str, Any]]) -> str:
-    """Which labelled episodes an alarm overlapped, and how many alarms overlapped none."""
-    raised = [e for e in events if e["state"] == "raised"]
-    spans = {e["alarm_id"]: (e["start_ms"], e["start_ms"]) for e in raised}
-    for e in events:
-        if e["state"] == "cleared" and e["alarm_id"] in spans:
-            spans[e["alarm_id"]] = (e["start_ms"], e["end_ms"])
-    turbine_of = {e["alarm_id"]: e["turbine_id"] for e in raised}
+    """Per labelled episode: detected or missed, its alarms (count, delay, durations).
+
+    Then the alarms that overlapped no icing at all (false alarms).
+    """
+    spans: dict[str, list[Any]] = {}  # alarm id -> [turbine, start, end, raised, evidence]
+    for e in sorted(events, key=lambda e: e["event_time_ms"]):
+        span = spans.setdefault(
+            e["alarm_id"],
+            [e["turbine_id"], e["start_ms"], e["event_time_ms"], e["event_time_ms"], ""],
+        )
+        span[4] = e.get("evidence", "model")
+        if e["state"] == "cleared":
+            span[2] = e["end_ms"]
     lines, used = [], set()
     for ep in (e for e in injected if e["labelled"]):
-        hits = [
-            a
-            for a, (start, end) in spans.items()
-            if turbine_of[a] == ep["turbine_id"] and start <= ep["end_ms"] and end >= ep["start_ms"]
-        ]
+        hits = sorted(
+            (a for a, (t, start, end, _, _) in spans.items()
+             if t == ep["turbine_id"] and start <= ep["label_end_ms"] and end >= ep["start_ms"]),
+            key=lambda a: spans[a][1],
+        )  # fmt: skip
         used |= set(hits)
-        state = "DETECTED" if hits else "MISSED"
-        lines.append(
-            f"  turbine {ep['turbine_id']} {ep['kind']} icing from "
-            f"{_iso(ep['label_start_ms'])}: {state} ({len(hits)} alarms)"
+        head = (
+            f"  turbine {ep['turbine_id']} {ep['kind']} icing "
+            f"{_iso(ep['label_start_ms'])} -> {_iso(ep['label_end_ms'])} "
+            f"({_duration(ep['label_start_ms'], ep['label_end_ms'])}): "
         )
-    false = len(spans) - len(used)
-    return "\n".join(["Verdict:", *lines, f"  alarms outside any icing episode: {false}"])
+        if not hits:
+            lines.append(head + "MISSED")
+            continue
+        delay = (spans[hits[0]][3] - ep["label_start_ms"]) / 60_000
+        alarms = ", ".join(f"{_duration(spans[a][1], spans[a][2])} ({spans[a][4]})" for a in hits)
+        lines.append(
+            head + f"DETECTED, {len(hits)} alarm{'s' if len(hits) > 1 else ''}: {alarms}; "
+            f"raised {delay:+.0f} min after the labelled start"
+        )
+    # Alarms overlapping an episode's unlabelled build-up or tail are not counted as false.
+    near = [
+        a for a, (t, start, end, _, _) in spans.items()
+        if any(ep["turbine_id"] == t and start <= ep["end_ms"] and end >= ep["start_ms"]
+               for ep in injected)
+    ]  # fmt: skip
+    false = [a for a in spans if a not in used and a not in near]
+    lines.append(f"  alarms outside any icing: {len(false)}")
+    for a in false:
+        t, start, end, _, evidence = spans[a]
+        lines.append(f"    turbine {t} {_iso(start)}, {_duration(start, end)} ({evidence})")
+    return "\n".join(["Verdict:", *lines])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,7 +86,16 @@ TINY_SETTINGS = {
         "max_validation_windows": 500,
     },
     # a short on-delay so that even a tiny model gives a few alarm events to compare
-    "alarm": {"on_k": 3, "on_n": 5, "off_n": 6, "hysteresis": 0.5},
+    # (at 7 s: 3 of 5 windows raise, 6 without evidence clear)
+    "alarm": {
+        "on_window_s": 35.0,
+        "on_fraction": 0.6,
+        "off_delay_s": 42.0,
+        "min_duration_s": 0.0,
+        "rearm_s": 0.0,
+        "clear_tail": 0.3,
+        "per_turbine_thresholds": False,
+    },
 }
 
 
@@ -97,7 +106,7 @@ def tiny_bundle(tiny_farm, tmp_path_factory):
     from wtbi_monitor.training.train import fit_member, prepare_training_data, split_history
 
     settings = Settings(**TINY_SETTINGS)  # type: ignore[arg-type]
-    train, val = split_history(tiny_farm, 0.3)
+    train, val = split_history(tiny_farm, settings.training)
     bundle = fit_member(
         "iae_lstm_kl:soft", prepare_training_data(train, val, settings), settings, name="tiny"
     )

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
+from numpy.typing import NDArray
 from pydantic import ValidationError
 from tqdm import tqdm
 
@@ -36,6 +37,7 @@ from wtbi_monitor.adapters.kafka import (
     ensure_topics,
     produce_readings,
 )
+from wtbi_monitor.alarms import rank_many
 from wtbi_monitor.codec import RecordDecoder, encode_alarm_event
 from wtbi_monitor.config import Settings, load_settings
 from wtbi_monitor.data.synthetic import FarmSimulator, read_episodes
@@ -47,7 +49,8 @@ from wtbi_monitor.evaluation.realism import write_report as write_realism_report
 from wtbi_monitor.evaluation.report import write_report
 from wtbi_monitor.evaluation.results_doc import render
 from wtbi_monitor.logs import configure_logging, get_logger
-from wtbi_monitor.model import load_bundle, resolve_device, save_bundle
+from wtbi_monitor.model import Bundle, load_bundle, resolve_device, save_bundle
+from wtbi_monitor.model.bundle import score_chunked
 from wtbi_monitor.model.trainer import EpochRecord, ProgressCallback
 from wtbi_monitor.outputs import alarm_line, alarm_record, score_lines, score_records
 from wtbi_monitor.replay import frames_to_messages, replay_messages
@@ -176,12 +179,21 @@ def cmd_realism(args: argparse.Namespace) -> int:
     return 0
 
 
+def window_thresholds(
+    bundle: Bundle, settings: Settings, turbines: NDArray[np.str_]
+) -> NDArray[np.float64]:
+    """Each window's threshold in force: its turbine's own level, else the fleet's."""
+    context = bundle.alarm_context(settings.alarm)
+    levels = {t: context.levels(str(t)).threshold for t in np.unique(turbines)}
+    return np.asarray([levels[t] for t in turbines], dtype=np.float64)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Fit one family member on history and save a bundle."""
     settings = _settings(args, _MODEL_FLAGS)
     member = args.member or f"{settings.model.family}:{settings.model.objective}"
     frames = _read(args.data, settings)
-    train_frames, val_frames = split_history(frames, settings.training.validation_fraction)
+    train_frames, val_frames = split_history(frames, settings.training)
     data = prepare_training_data(
         train_frames, val_frames, settings, assume_normal=args.assume_normal
     )
@@ -201,6 +213,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     save_bundle(out, bundle)
     v = bundle.manifest["validation"]
     print(f"saved bundle {bundle.version} to {out}")
+    _print_coverage(bundle.manifest["training"].get("coverage", {}))
     fpr = v["false_positive_rate_at_threshold"]
     print(
         f"  threshold {v['threshold']:.6g} (validation FPR {fpr:.4f}, "
@@ -208,6 +221,26 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"fit {bundle.manifest['training']['fit_seconds']} s"
     )
     return 0
+
+
+def _print_coverage(coverage: dict[str, Any]) -> None:
+    """What the training data covers, and its warnings (manifest training.coverage)."""
+    if not coverage:
+        return
+    temp = coverage.get("temperature_c")
+    period = coverage.get("period") or ["?", "?"]
+    line = f"  trained on {len(coverage.get('turbines', []))} turbines, {period[0]} .. {period[1]}"
+    if temp:
+        line += (
+            f"; normal temperature {temp['min']:.1f} .. {temp['max']:.1f} C, "
+            f"{coverage.get('normal_hours_below_0c', 0):.0f} h below 0 C"
+        )
+    wind = coverage.get("wind_ms")
+    if wind:
+        line += f"; wind up to {wind['max']:.1f} m/s"
+    print(line)
+    for text in coverage.get("warnings", []):
+        print(f"  WARNING: {text}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -308,40 +341,39 @@ def cmd_score(args: argparse.Namespace) -> int:
         threshold_override=settings.model.threshold_override,
     )
     frames = _read(args.data, settings)
-    windows = build_windows(frames, settings.preprocessing)
-    parts = []
-    for start in range(0, len(windows), 16_384):
-        index = np.arange(start, min(len(windows), start + 16_384))
-        out = bundle.score_windows(windows.series.windows(index), with_channels=True)
-        part = pd.DataFrame(
-            {
-                "turbine_id": windows.turbine[index],
-                "time": format_times(windows.time_ms[index]).to_numpy(),
-                "time_ms": windows.time_ms[index],
-                "score": out.score,
-                "threshold": bundle.threshold,
-                "above_threshold": out.score > bundle.threshold,
-                "tail_probability": out.tail_probability,
-                "clip_fraction": out.clip_fraction,
-                "label": windows.label[index],
-            }
-        )
-        if out.channel_error is not None:
-            top = np.argsort(-out.channel_error, axis=1)[:, :3]
-            names = np.asarray(bundle.channels)
-            for k in range(top.shape[1]):
-                part[f"top_channel_{k + 1}"] = names[top[:, k]]
-        parts.append(part)
-    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    windows = build_windows(frames, settings.preprocessing, derived=bundle.derived)
+    scored = score_chunked(bundle, windows.series.windows, len(windows))
+    thresholds = window_thresholds(bundle, settings, windows.turbine)
+    table = pd.DataFrame(
+        {
+            "turbine_id": windows.turbine,
+            "time": format_times(windows.time_ms).to_numpy(),
+            "time_ms": windows.time_ms,
+            "score": scored.score,
+            "threshold": thresholds,
+            "above_threshold": scored.score > thresholds,
+            "tail_probability": scored.tail_probability,
+            "clip_fraction": scored.clip_fraction,
+            "rule": scored.rule,
+            "label": windows.label,
+        }
+    )
+    if scored.channel_error is not None:
+        top, share = rank_many(scored.channel_error, bundle.detector.channel_reference_, 3)
+        names = np.asarray([*bundle.channels, ""])
+        for k in range(top.shape[1]):
+            table[f"top_channel_{k + 1}"] = names[top[:, k]]  # -1: no excess (empty)
+            table[f"top_share_{k + 1}"] = share[:, k]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.out.suffix == ".parquet":
         table.to_parquet(args.out, index=False)
     else:
         table.to_csv(args.out, index=False)
     above = int(table["above_threshold"].sum()) if len(table) else 0
+    outside = int((table["clip_fraction"] > 0).sum()) if len(table) else 0
     print(
         f"scored {len(table):,} windows with {bundle.version}; {above:,} above the threshold; "
-        f"wrote {args.out}"
+        f"{outside:,} outside the training data's range; wrote {args.out}"
     )
     return 0
 
@@ -374,7 +406,7 @@ def build_processor(settings: Settings) -> StreamProcessor:
         threshold_override=settings.model.threshold_override,
     )
     decoder = RecordDecoder(
-        bundle.channels,
+        bundle.source_channels,
         max_bytes=settings.service.max_record_bytes,
         max_future_s=settings.service.max_future_s,
         valid_ranges=settings.preprocessing.valid_ranges,
@@ -456,10 +488,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     settings = _settings(args, _SERVICE_FLAGS)
     processor = build_processor(settings)
     frames = _read(args.data, settings)
-    messages = frames_to_messages(frames, processor.bundle.channels)
+    messages = frames_to_messages(frames, processor.bundle.source_channels)
     results = replay_messages(processor, messages, batch_records=settings.service.max_batch_records)
     model = processor.bundle.name
-    windows = events = rejected = 0
+    windows = events = rejected = outside = 0
     if args.to_sinks:
         return asyncio.run(_replay_to_sinks(settings, processor, results))
     out = args.out
@@ -471,11 +503,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
             for event in result.events:
                 fh.write(orjson.dumps(alarm_record(event)) + b"\n")
             windows += len(result.points)
+            outside += int((result.points.clip_fraction > 0).sum())
             events += len(result.events)
             rejected += len(result.dead_letters)
     print(
-        f"replayed {len(messages):,} readings: {windows:,} windows, {events} alarm events, "
-        f"{rejected} rejected; wrote {out}"
+        f"replayed {len(messages):,} readings: {windows:,} windows ({outside:,} outside the "
+        f"training data's range), {events} alarm events, {rejected} rejected; wrote {out}"
     )
     return 0
 

@@ -228,6 +228,7 @@ def alarm_event_to_dict(event: AlarmEvent) -> dict[str, Any]:
         "model_version": event.model_version,
         "top_channels": [{"channel": c, "share": s} for c, s in event.top_channels],
         "windows_above": event.windows_above,
+        "evidence": event.evidence,
     }
 
 

@@ -85,6 +85,11 @@ class PreprocessingSettings(_Section):
         default_factory=lambda: dict(DEFAULT_VALID_RANGES),
         description="channel -> [low, high]; readings outside are sensor faults (dropped)",
     )
+    derived: tuple[str, ...] = Field(
+        default=("power_residual", "pitch_asymmetry"),
+        description="physics-aware inputs appended to the channels where their sources exist "
+        "(power_residual, pitch_asymmetry; preprocessing/derived.py)",
+    )
 
     @field_validator("smoothing_length")
     @classmethod
@@ -99,6 +104,16 @@ class PreprocessingSettings(_Section):
     def _unique_channels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if len(set(value)) != len(value) or not value:
             msg = "channels must be a non-empty list of distinct names"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("derived")
+    @classmethod
+    def _known_derived(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        known = ("power_residual", "pitch_asymmetry")
+        unknown = [v for v in value if v not in known]
+        if unknown or len(set(value)) != len(value):
+            msg = f"derived channels must be distinct names from {list(known)}, got {value}"
             raise ValueError(msg)
         return value
 
@@ -134,6 +149,10 @@ class ModelSettings(_Section):
     lambda_rec: float = Field(default=1.0, ge=0, description="weight of the reconstruction loss")
     lambda_kl: float = Field(default=0.1, ge=0, description="weight of the KL penalty")
     nu: float = Field(default=0.1, gt=0, lt=1, description="soft-boundary outlier fraction")
+    score: Literal["product", "paper"] = Field(
+        default="product",
+        description="SVDD family: product (standardised distance + reconstruction) or paper",
+    )
     toll_beta: float = Field(default=0.01, ge=0, description="Toll latent-norm weight")
     vae_beta: float = Field(default=1.0, ge=0, description="VAE weight of the KL term")
     memae_items: int = Field(default=100, ge=2, description="MemAE memory size")
@@ -160,9 +179,22 @@ class TrainingSettings(_Section):
     lr_milestones: tuple[int, ...] = Field(default=(), description="MultiStepLR epochs")
     lr_gamma: float = Field(default=0.1, gt=0, le=1, description="MultiStepLR factor")
     warmup_epochs: int = Field(default=10, ge=0, description="soft boundary: epochs before R moves")
-    patience: int = Field(default=8, ge=1, description="early stopping on validation loss")
+    patience: int = Field(default=8, ge=1, description="early stopping: epochs without progress")
+    early_stopping: Literal["auto", "loss"] = Field(
+        default="auto",
+        description="auto: the model's label-free criterion (validation reconstruction error, "
+        "or fault separation without a decoder); loss: the joint loss (the paper)",
+    )
     validation_fraction: float = Field(
-        default=0.2, gt=0, lt=1, description="newest share of history used for validation"
+        default=0.2, gt=0, lt=1, description="share of history used for validation"
+    )
+    validation_split: Literal["blocks", "tail"] = Field(
+        default="blocks",
+        description="blocks: every k-th block of the history validates (all seasons); "
+        "tail: the newest share (the paper)",
+    )
+    validation_block_hours: float = Field(
+        default=12.0, gt=0, description="length of the interleaved validation blocks"
     )
     max_train_windows: int = Field(
         default=30_000, ge=100, description="random subsample of stride-1 training windows"
@@ -182,38 +214,63 @@ class TrainingSettings(_Section):
 
 
 class AlarmSettings(_Section):
-    """The alarm state machine: on-delay, off-delay, hysteresis, gates (domain 'Alarms')."""
+    """The alarm state machine, in time units (docs/alarms.md, domain 'Alarms')."""
 
-    on_k: int = Field(default=8, ge=1, description="raise when k of the last n windows are above")
-    on_n: int = Field(default=12, ge=1, description="history length of the on-delay")
-    off_n: int = Field(default=26, ge=1, description="clear after n windows below the clear level")
-    hysteresis: float = Field(
-        default=0.5,
-        ge=0,
-        le=1,
-        description="clear level = threshold - hysteresis x (threshold - median normal score)",
+    on_window_s: float = Field(
+        default=1800.0, gt=0, description="raise: look-back of the on-delay (IEA Task 19: 30 min)"
+    )
+    on_fraction: float = Field(
+        default=0.5, gt=0, le=1, description="raise when this share of its windows count"
+    )
+    off_delay_s: float = Field(
+        default=3600.0, ge=0, description="clear after this long without evidence"
+    )
+    min_duration_s: float = Field(
+        default=1800.0, ge=0, description="an alarm lasts at least this long"
+    )
+    rearm_s: float = Field(
+        default=7200.0, ge=0, description="a raise this soon after a clear continues the alarm"
+    )
+    clear_tail: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="clear level = (1 - clear_tail) quantile of normal scores (<= threshold)",
+    )
+    policy: Literal["model", "rule", "either", "both"] = Field(
+        default="model",
+        description="what raises: the model, the IEA Task 19 rule, either or both",
+    )
+    per_turbine_thresholds: bool = Field(
+        default=True, description="each turbine's threshold from its own validation windows"
     )
     top_channels: int = Field(default=3, ge=1, description="channels named in an alarm")
     temperature_gate_c: float | None = Field(
-        default=None, description="suppress raising above this ambient temperature (physical units)"
+        default=3.0, description="no raising above this ambient temperature (None: off)"
     )
-    stopped_power_kw: float | None = Field(
-        default=None,
-        description="suppress raising while mean power is below this (turbine stopped)",
+    stopped_power_share: float | None = Field(
+        default=0.01,
+        description="no raising while power is below this share of the training maximum...",
     )
     stopped_wind_ms: float = Field(
-        default=3.0, description="...and wind is below this (stopped for lack of wind, not ice)"
+        default=3.5, description="...and wind below this (stopped for lack of wind, not ice)"
+    )
+    flag_channels: tuple[str, ...] = Field(
+        default=("curtailment_flag", "stop_flag"),
+        description="no raising while any of these channels (where present) is set",
     )
     temperature_channel: str = Field(default="environment_tmp", description="gate input")
     power_channel: str = Field(default="power", description="gate input")
     wind_channel: str = Field(default="wind_speed", description="gate input")
-
-    @model_validator(mode="after")
-    def _k_within_n(self) -> Self:
-        if self.on_k > self.on_n:
-            msg = f"alarm.on_k ({self.on_k}) must not exceed alarm.on_n ({self.on_n})"
-            raise ValueError(msg)
-        return self
+    drift_horizon_s: float = Field(
+        default=7 * 86400.0, gt=0, description="averaging time of the drift signal"
+    )
+    drift_factor: float = Field(
+        default=10.0, gt=1, description="drift when above-threshold rate > factor x target"
+    )
+    min_turbine_windows: int = Field(
+        default=2000, ge=10, description="validation windows needed for a turbine's own levels"
+    )
 
 
 class SimulationSettings(_Section):
@@ -285,6 +342,14 @@ class EvaluationSettings(_Section):
     )
     train_fraction: float = Field(
         default=0.5, gt=0, lt=1, description="time-ordered: oldest share of the record for training"
+    )
+    test_start: str | None = Field(
+        default=None,
+        description="time-ordered: first test time (ISO, UTC); overrides the fractions",
+    )
+    validation_start: str | None = Field(
+        default=None,
+        description="time-ordered, tail validation: first validation time (ISO, UTC)",
     )
     validation_fraction: float = Field(
         default=0.15, gt=0, lt=1, description="time-ordered: next share, for validation"

@@ -44,7 +44,6 @@ DEFAULT_CHANNELS: tuple[str, ...] = (
     "pitch3_ng5_DC",
 )
 
-MS_PER_SECOND = 1000
 MS_PER_DAY = 86_400_000
 
 
@@ -120,6 +119,8 @@ class WindowScore:
             None when that channel is not configured (used by the alarm's temperature gate).
         power: mean active power over the window, unscaled, or None (used by the stop gate).
         wind_speed: mean wind speed over the window, unscaled, or None.
+        rule: the IEA Task 19 rule's icing condition holds in most of the window's rows.
+        flagged: a curtailment or stop flag channel is set over the window.
     """
 
     turbine_id: str
@@ -132,6 +133,8 @@ class WindowScore:
     ambient_temp: float | None = None
     power: float | None = None
     wind_speed: float | None = None
+    rule: bool = False
+    flagged: bool = False
 
     @property
     def above(self) -> bool:
@@ -161,6 +164,7 @@ class AlarmEvent:
     severity: Severity
     top_channels: tuple[tuple[str, float], ...] = field(default_factory=tuple)
     windows_above: int = 0
+    evidence: str = "model"  # what raised it: "model", "rule" or "model+rule"
 
     @property
     def duration_ms(self) -> int:

@@ -42,8 +42,8 @@ def score_lines(points: ScorePoints, name: str, model: str, channels: tuple[str,
     """
     del channels  # indices refer to the configured order; docs/schemas.md lists it
     head = f"{measurement(name)},model={tag(model)},turbine="
-    thr = _float(points.threshold)
     lines = []
+    thresholds = points.threshold.tolist()
     scores = points.score.tolist()
     tails = points.tail_probability.tolist()
     clips = points.clip_fraction.tolist()
@@ -51,10 +51,10 @@ def score_lines(points: ScorePoints, name: str, model: str, channels: tuple[str,
     tops = points.top_index.tolist()
     shares = points.top_share.tolist()
     for i, turbine in enumerate(points.turbine):
-        s = scores[i]
+        s, thr = scores[i], thresholds[i]
         fields = (
-            f"score={s!r},threshold={thr},tail_probability={tails[i]!r},"
-            f"clip_fraction={clips[i]!r},above={1 if s > points.threshold else 0}i"
+            f"score={s!r},threshold={thr!r},tail_probability={tails[i]!r},"
+            f"clip_fraction={clips[i]!r},above={1 if s > thr else 0}i"
         )
         if tops[i][0] >= 0:
             for k in range(TOP_K):
@@ -68,6 +68,7 @@ def alarm_tags(event: AlarmEvent, model: str) -> dict[str, str]:
     """Tags of an alarm event point (sorted keys)."""
     tags = {
         "alarm_id": event.alarm_id,
+        "evidence": event.evidence,
         "model": model,
         "model_version": event.model_version,
         "severity": event.severity.value,
@@ -118,10 +119,10 @@ def score_records(points: ScorePoints, model: str) -> list[dict[str, Any]]:
             "turbine_id": turbine,
             "time_ms": int(points.time_ms[i]),
             "score": float(points.score[i]),
-            "threshold": points.threshold,
+            "threshold": float(points.threshold[i]),
             "tail_probability": float(points.tail_probability[i]),
             "clip_fraction": float(points.clip_fraction[i]),
-            "above": bool(points.score[i] > points.threshold),
+            "above": bool(points.score[i] > points.threshold[i]),
         }
         if tops[i][0] >= 0:
             rec["top"] = [[tops[i][k], shares[i][k]] for k in range(TOP_K) if tops[i][k] >= 0]

@@ -30,7 +30,14 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from wtbi_monitor.alarms import AlarmContext, TurbineAlarm
+from wtbi_monitor.alarms import (
+    AlarmContext,
+    TurbineAlarm,
+    gate_columns,
+    lowest_clear_level,
+    rank_many,
+    window_inputs,
+)
 from wtbi_monitor.codec import RecordDecoder
 from wtbi_monitor.config import AlarmSettings, PreprocessingSettings
 from wtbi_monitor.domain import AlarmEvent, WindowScore
@@ -38,7 +45,7 @@ from wtbi_monitor.errors import Reason, RecordError
 from wtbi_monitor.model import Bundle
 from wtbi_monitor.preprocessing import StreamState
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: time-unit alarm machine (re-arm, drift, evidence)
 TOP_K = 3
 
 
@@ -74,7 +81,7 @@ class ScorePoints:
         top_index: int64 (n, 3), channel indices of the largest excess errors, -1 when
             per-channel errors were not computed for that window.
         top_share: float64 (n, 3), their shares of the window's excess error.
-        threshold: the threshold in force.
+        threshold: float64 (n,), each window's turbine's threshold in force.
     """
 
     turbine: list[str]
@@ -84,13 +91,13 @@ class ScorePoints:
     clip_fraction: NDArray[np.float64]
     top_index: NDArray[np.int64]
     top_share: NDArray[np.float64]
-    threshold: float
+    threshold: NDArray[np.float64]
 
     def __len__(self) -> int:
         return len(self.turbine)
 
     @classmethod
-    def empty(cls, threshold: float) -> ScorePoints:
+    def empty(cls) -> ScorePoints:
         """No windows."""
         return cls(
             [],
@@ -100,7 +107,7 @@ class ScorePoints:
             np.empty(0),
             np.empty((0, TOP_K), np.int64),
             np.empty((0, TOP_K)),
-            threshold,
+            np.empty(0),
         )
 
 
@@ -130,6 +137,7 @@ class Scored:
     channel_means: NDArray[np.float64]
     channel_error: NDArray[np.float64]  # (n, C), zeros where not computed
     has_channels: NDArray[np.bool_]
+    rule: NDArray[np.bool_]  # the Task 19 rule's condition per window
 
 
 @dataclass
@@ -145,6 +153,8 @@ class BatchResult:
     readings: int = 0
     skipped: int = 0
     oldest_timestamp_ms: int | None = None
+    gated: dict[str, int] = field(default_factory=dict)  # windows not counted, per gate
+    drift: dict[str, bool] = field(default_factory=dict)  # turbines whose drift flag changed
 
 
 @dataclass
@@ -189,14 +199,16 @@ class StreamProcessor:
         self.alarm_settings = alarm
         self.decoder = decoder
         self.score_batch_size = score_batch_size
-        self.context: AlarmContext = bundle.alarm_context()
-        self.clear_level = self.context.clear_level(alarm.hysteresis)
+        self.context: AlarmContext = bundle.alarm_context(alarm)
+        # Per-channel errors are computed for windows that can matter to an alarm: at or
+        # above the lowest clear level of any turbine.
+        self.clear_level = lowest_clear_level(self.context)
         self.turbines: dict[str, _Turbine] = {}
-        channels = preprocessing.channels
-        self._gate_index = tuple(
-            channels.index(name) if name in channels else None
-            for name in (alarm.temperature_channel, alarm.power_channel, alarm.wind_channel)
-        )
+        # Readings carry the source channels; the model also sees the derived ones
+        # (power residual, pitch asymmetry), appended per reading before windowing.
+        self.derived = bundle.derived
+        self.n_inputs = len(self.derived.channels)
+        self._gate_index, self._flag_index = gate_columns(preprocessing.channels, alarm)
 
     # ------------------------------------------------------------------ state
 
@@ -205,7 +217,7 @@ class StreamProcessor:
         if t is None:
             t = _Turbine(
                 stream=StreamState(
-                    n_channels=len(self.pre.channels),
+                    n_channels=self.n_inputs,
                     smoothing_length=self.pre.smoothing_length,
                     window_length=self.pre.window_length,
                     max_gap_ms=self.pre.max_gap_ms,
@@ -312,7 +324,7 @@ class StreamProcessor:
             t = self._turbine(tid, p.partition)
             out = t.stream.push_many(
                 np.asarray(p.times, dtype=np.int64),
-                np.stack(p.values),
+                self.derived.apply(tid, np.stack(p.values)),
                 np.asarray(p.groups, dtype=np.int64),
             )
             t.offset = p.offsets[-1]
@@ -321,7 +333,7 @@ class StreamProcessor:
                 turbines.extend([tid] * len(out))
                 times.append(out.time_ms)
                 windows.append(out.values)
-        c, ln = len(self.pre.channels), self.pre.window_length
+        c, ln = self.n_inputs, self.pre.window_length
         return Prepared(
             turbines=turbines,
             time_ms=np.concatenate(times) if times else np.empty(0, np.int64),
@@ -338,12 +350,13 @@ class StreamProcessor:
     def score(self, prepared: Prepared) -> Scored:
         """Score every window of the batch (thread-safe: touches only the model)."""
         n = prepared.windows.shape[0]
-        c = len(self.pre.channels)
+        c = self.n_inputs
         score = np.empty(n)
         tail = np.empty(n)
         clip = np.empty(n)
         means = np.empty((n, c))
         errors = np.zeros((n, c))
+        rule = np.zeros(n, dtype=np.bool_)
         decoder = self.bundle.detector.attributes_channels
         # One pass: windows at or above the clear level also get per-channel errors (for
         # alarm attribution), decoded from the same forward pass.
@@ -354,52 +367,59 @@ class StreamProcessor:
             )
             score[part], tail[part], clip[part] = out.score, out.tail_probability, out.clip_fraction
             means[part] = out.channel_means
+            if out.rule is not None:
+                rule[part] = out.rule
             if out.channel_error is not None:
                 errors[part] = out.channel_error
         has = (score >= self.clear_level) if decoder else np.zeros(n, dtype=np.bool_)
-        return Scored(score, tail, clip, means, errors, has)
+        return Scored(score, tail, clip, means, errors, has, rule)
 
     def finish(self, prepared: Prepared, scored: Scored) -> BatchResult:
         """Run the alarm machines over the scored windows; assemble the outputs."""
         events: list[AlarmEvent] = []
-        gate_t, gate_p, gate_w = self._gate_index
-        ref = self.context.channel_reference
         n = len(prepared.turbines)
         top_index = np.full((n, TOP_K), -1, dtype=np.int64)
         top_share = np.zeros((n, TOP_K))
-        for hot in np.flatnonzero(scored.has_channels).tolist():
-            excess = scored.channel_error[hot] - (0.0 if ref is None else ref)
-            excess = np.clip(excess, 0.0, None)
-            total = float(excess.sum())
-            if total > 0:
-                order = np.argsort(-excess, kind="stable")[:TOP_K]
-                top_index[hot, : order.size] = order
-                top_share[hot, : order.size] = excess[order] / total
-        threshold = self.context.threshold
+        hot = np.flatnonzero(scored.has_channels)
+        if hot.size:
+            top_index[hot], top_share[hot] = rank_many(
+                scored.channel_error[hot], self.context.channel_reference, TOP_K
+            )
+        inputs = window_inputs(
+            scored.channel_means, self._gate_index, self._flag_index, scored.rule
+        )
         # Python lists: element access on numpy arrays costs far more per window.
         times = prepared.time_ms.tolist()
         scores = scored.score.tolist()
         tails = scored.tail_probability.tolist()
         clips = scored.clip_fraction.tolist()
         has = scored.has_channels.tolist()
-        none: list[None] = [None] * n
-        temps = none if gate_t is None else scored.channel_means[:, gate_t].tolist()
-        powers = none if gate_p is None else scored.channel_means[:, gate_p].tolist()
-        winds = none if gate_w is None else scored.channel_means[:, gate_w].tolist()
+        thresholds = np.empty(n)
+        gated: dict[str, int] = {}
+        drift: dict[str, bool] = {}
         for i, tid in enumerate(prepared.turbines):
+            machine = self.turbines[tid].alarm
+            thresholds[i] = machine.levels.threshold
+            before = machine.drifting
             w = WindowScore(
                 turbine_id=tid,
                 time_ms=times[i],
                 score=scores[i],
-                threshold=threshold,
+                threshold=machine.levels.threshold,
                 tail_probability=tails[i],
                 channel_errors=scored.channel_error[i] if has[i] else None,
                 clip_fraction=clips[i],
-                ambient_temp=temps[i],
-                power=powers[i],
-                wind_speed=winds[i],
+                ambient_temp=inputs.temperature[i],
+                power=inputs.power[i],
+                wind_speed=inputs.wind[i],
+                rule=inputs.rule[i],
+                flagged=inputs.flagged[i],
             )
-            event = self.turbines[tid].alarm.update(w)
+            event = machine.update(w)
+            if machine.last_gate is not None:
+                gated[machine.last_gate] = gated.get(machine.last_gate, 0) + 1
+            if machine.drifting != before:
+                drift[tid] = machine.drifting
             if event is not None:
                 events.append(event)
         points = ScorePoints(
@@ -410,7 +430,7 @@ class StreamProcessor:
             clip_fraction=scored.clip_fraction,
             top_index=top_index,
             top_share=top_share,
-            threshold=threshold,
+            threshold=thresholds,
         )
         return BatchResult(
             points=points,
@@ -422,6 +442,8 @@ class StreamProcessor:
             readings=prepared.readings,
             skipped=prepared.skipped,
             oldest_timestamp_ms=prepared.oldest_timestamp_ms,
+            gated=gated,
+            drift=drift,
         )
 
     def process(self, records: list[InputRecord]) -> BatchResult:

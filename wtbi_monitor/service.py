@@ -234,6 +234,7 @@ class Service:
         self.metrics.decoded.inc(result.readings)
         self.metrics.skipped.inc(result.skipped)
         self.metrics.windows.inc(len(result.points))
+        self.metrics.outside_coverage.inc(int((result.points.clip_fraction > 0).sum()))
         for event in result.events:
             self.metrics.alarms.labels(event.state.value).inc()
         for partition, offset in result.last_offsets.items():

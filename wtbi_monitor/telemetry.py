@@ -31,6 +31,11 @@ class ServiceMetrics:
             registry=r,
         )
         self.windows = Counter("wtbi_windows_scored", "Windows scored", registry=r)
+        self.outside_coverage = Counter(
+            "wtbi_windows_outside_coverage",
+            "Windows with values outside the training data's range (drift; see clip_fraction)",
+            registry=r,
+        )
         self.attributed = Counter(
             "wtbi_windows_attributed",
             "Windows at or above the clear level, scored again for per-channel errors",

@@ -187,7 +187,7 @@ class Harness:
             settings.preprocessing,
             settings.alarm,
             RecordDecoder(
-                bundle.channels,
+                bundle.source_channels,
                 max_future_s=1e12,
                 valid_ranges=settings.preprocessing.valid_ranges,
             ),

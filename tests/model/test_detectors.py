@@ -66,9 +66,21 @@ def test_soft_radius_is_the_one_minus_nu_quantile_after_an_epoch(tiny_windows):
 
 def test_hard_boundary_has_zero_radius(tiny_windows):
     train, held_out = tiny_windows
-    detector = fit_small("deep_svdd:hard", train, held_out)
+    detector = fit_small("deep_svdd:hard", train, held_out, score="paper")
     assert detector.radius_ == 0.0  # type: ignore[attr-defined]
-    assert np.all(detector.score(held_out) >= 0)
+    assert np.all(detector.score(held_out) >= 0)  # the paper score is ||z - c||^2
+
+
+def test_product_score_is_centred_on_validation_normal_windows(tiny_windows):
+    """Each term standardised on the validation windows: their median score is about 0
+    per term (IAE-LSTM-KL: two terms), whatever the scale of the distance."""
+    train, held_out = tiny_windows
+    detector = fit_small("iae_lstm_kl:hard", train, held_out)
+    assert isinstance(detector, SVDDDetector)
+    stats = detector._module.score_stats
+    assert torch.isfinite(stats).all()
+    assert bool((stats[[1, 3]] > 0).all())
+    assert abs(float(np.median(detector.score(held_out)))) < 1.0
 
 
 def test_unfitted_detector_refuses_to_score(tiny_windows):
@@ -90,11 +102,13 @@ def test_threshold_and_tail_probability(soft_iae, tiny_windows):
     assert soft_iae.predict(held_out).mean() == pytest.approx(np.mean(scores > soft_iae.threshold_))
 
 
-def test_channel_errors_only_where_needed_match_the_full_computation():
-    """`channels_at` decodes a subset from the same z: identical rows, zeros elsewhere."""
+@pytest.mark.parametrize("score", ["paper", "product"])
+def test_channel_errors_only_where_needed_match_the_full_computation(score):
+    """`channels_at` decodes a subset from the same z: identical rows, zeros elsewhere
+    (the product score decodes every window anyway, so its rows below are exact too)."""
     rng = np.random.default_rng(3)
     windows = rng.random((64, 26, 26), dtype=np.float32)
-    detector = fit_small("iae_lstm_kl:soft", windows, windows[:16])
+    detector = fit_small("iae_lstm_kl:soft", windows, windows[:16], score=score)
     full = detector.score_details(windows)
     level = float(np.median(full.score))
     part = detector.score_details(windows, channels_at=level)
@@ -104,4 +118,7 @@ def test_channel_errors_only_where_needed_match_the_full_computation():
     assert part.channel_error is not None
     assert full.channel_error is not None
     np.testing.assert_allclose(part.channel_error[hot], full.channel_error[hot], rtol=1e-5)
-    assert not part.channel_error[~hot].any()
+    if score == "paper":
+        assert not part.channel_error[~hot].any()
+    else:
+        np.testing.assert_allclose(part.channel_error, full.channel_error, rtol=1e-5)

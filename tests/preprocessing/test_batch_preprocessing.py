@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wtbi_monitor.errors import DataFormatError, RecordError
+from wtbi_monitor.errors import ConfigurationError, DataFormatError, RecordError
 from wtbi_monitor.preprocessing import (
+    DerivedChannels,
     MinMaxScaler,
     StreamState,
     centred_moving_average,
@@ -90,3 +91,34 @@ def test_scaler_keeps_out_of_range_values_within_its_margin_and_counts_them():
     again = MinMaxScaler.from_json(scaler.to_json())
     np.testing.assert_array_equal(again.minimum, scaler.minimum)
     assert again.margin == scaler.margin == 1.0
+
+
+def test_power_residual_uses_each_turbines_curve_and_the_farm_curve_for_others():
+    from wtbi_monitor.preprocessing.derived import PowerCurveReference
+
+    rng = np.random.default_rng(1)
+    wind = rng.uniform(3, 15, 20_000)
+    # turbine B produces 10 % more than A at every wind speed
+    series = [
+        ("A", wind, 100.0 * wind),
+        ("B", wind, 110.0 * wind),
+    ]
+    curve = PowerCurveReference.fit(series)
+    at_8 = np.array([8.0])
+    assert curve.expected("A", at_8)[0] == pytest.approx(800.0, rel=0.01)
+    assert curve.expected("B", at_8)[0] == pytest.approx(880.0, rel=0.01)
+    assert 800.0 < curve.expected("unknown", at_8)[0] < 880.0  # the pooled farm curve
+    again = PowerCurveReference.from_json(curve.to_json())
+    np.testing.assert_allclose(again.expected("B", wind[:50]), curve.expected("B", wind[:50]))
+    derived = DerivedChannels.fit(
+        ("power_residual",), ("wind_speed", "power"), [("A", np.column_stack([wind, 100 * wind]))]
+    )
+    iced = derived.apply("A", np.array([[8.0, 400.0], [8.0, 800.0]]))
+    assert iced.shape == (2, 3)
+    assert iced[0, 2] == pytest.approx(-400.0, rel=0.02)  # a deficit is negative
+    assert abs(iced[1, 2]) < 10.0
+
+
+def test_derived_channels_need_their_sources():
+    with pytest.raises(ConfigurationError, match="power_residual needs power"):
+        DerivedChannels.fit(("power_residual",), ("wind_speed", "pitch1_angle"), [])

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wtbi_monitor.preprocessing import StreamState, window_series
+from wtbi_monitor.preprocessing import DerivedChannels, StreamState, window_series
 
 S, L, C = 5, 4, 3  # small sizes keep examples short; the maths is size-independent
 MAX_GAP = 3_000
@@ -76,3 +76,47 @@ def test_stream_equals_batch(streams, stride, order_seed, max_chunk):
         assert got_times[tid] == series.time_ms.tolist()
         values = np.concatenate(got_values[tid]) if got_values[tid] else np.empty((0, L, C))
         np.testing.assert_array_equal(values, series.windows())  # exact, not approximate
+
+
+SOURCE = ("wind_speed", "power", "pitch1_angle", "pitch2_angle", "pitch3_angle")
+
+
+def _derived() -> DerivedChannels:
+    """Both derived channels, the power curve fitted on a synthetic turbine 'T0'."""
+    rng = np.random.default_rng(0)
+    wind = rng.uniform(0, 20, 5000)
+    power = np.clip(wind**3, 0, 1500) + rng.normal(0, 20, 5000)
+    values = np.column_stack([wind, power, rng.normal(size=(5000, 3))])
+    return DerivedChannels.fit(("power_residual", "pitch_asymmetry"), SOURCE, [("T0", values)])
+
+
+@given(
+    streams=turbine_streams(),
+    order_seed=st.integers(0, 2**32 - 1),
+    max_chunk=st.integers(1, 9),
+)
+@settings(max_examples=60, deadline=None)
+def test_derived_channels_are_equal_in_stream_and_batch(streams, order_seed, max_chunk):
+    """Derived channels are computed per reading, so chunked streaming == the whole series."""
+    derived = _derived()
+    rng = np.random.default_rng(order_seed)
+    c = len(derived.channels)
+    for tid, (t, v3, g) in streams.items():
+        # five source channels: wind in m/s, power in kW, three pitch angles
+        v = np.column_stack([np.abs(v3[:, 0]) % 25, v3[:, 1] * 100, v3])
+        whole = derived.apply(tid, v)
+        expected = window_series(
+            t, whole, g, smoothing_length=S, window_length=L, max_gap_ms=MAX_GAP
+        )
+        state = StreamState(c, S, L, MAX_GAP)
+        got: list[np.ndarray] = []
+        a = 0
+        while a < len(t):
+            b = min(len(t), a + int(rng.integers(1, max_chunk + 1)))
+            out = state.push_many(t[a:b], derived.apply(tid, v[a:b]), g[a:b])
+            got.append(out.values)
+            a = b
+        values = np.concatenate(got) if got else np.empty((0, L, c))
+        np.testing.assert_array_equal(values, expected.windows())  # exact, not approximate
+        assert whole.shape[1] == 7
+        np.testing.assert_array_equal(whole[:, 6], v[:, 2:5].max(axis=1) - v[:, 2:5].min(axis=1))

@@ -20,7 +20,7 @@ def points() -> ScorePoints:
         clip_fraction=np.array([0.0, 0.01]),
         top_index=np.array([[-1, -1, -1], [1, 0, -1]]),
         top_share=np.array([[0, 0, 0], [0.75, 0.25, 0]]),
-        threshold=1.0,
+        threshold=np.array([1.0, 3.0]),  # each window's turbine's own threshold
     )
 
 
@@ -30,7 +30,8 @@ def test_score_lines():
         "wtbi_score,model=m\\=1,turbine=T\\ 1 score=0.5,threshold=1.0,tail_probability=0.4,"
         "clip_fraction=0.0,above=0i 1000"
     )
-    assert lines[1].endswith(",above=1i,top1=1i,top1_share=0.75,top2=0i,top2_share=0.25 2000")
+    assert lines[1].endswith(",above=0i,top1=1i,top1_share=0.75,top2=0i,top2_share=0.25 2000")
+    assert ",threshold=3.0," in lines[1]  # 2.25 is below turbine T,2's own threshold
     assert "turbine=T\\,2 " in lines[1]
     assert score_lines(points(), "wtbi_score", "m=1", CH) == lines  # deterministic
 

@@ -23,8 +23,9 @@ from wtbi_monitor.evaluation.benchmark import (
 )
 from wtbi_monitor.evaluation.protocols import time_ordered_case
 from wtbi_monitor.evaluation.results_doc import NOT_RUN, render
+from wtbi_monitor.model.faults import synthetic_faults
 from wtbi_monitor.training.train import fit_member
-from wtbi_monitor.training.tuning import synthetic_faults, tune_member
+from wtbi_monitor.training.tuning import tune_member
 
 BENCH = {
     **TINY_SETTINGS,

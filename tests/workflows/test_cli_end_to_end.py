@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -93,7 +94,13 @@ def test_train_evaluate_score(farm, config, tmp_path, capsys):
     assert manifest["hyperparameters"]["lambda_kl"] == chosen["model.lambda_kl"]
     assert manifest["training"]["settings"]["learning_rate"] == chosen["training.learning_rate"]
     assert manifest["preprocessing"]["window_length"] == 26
-    assert len(manifest["scaler"]["minimum"]) == 26
+    # 26 channels plus the derived power residual and pitch asymmetry
+    assert manifest["preprocessing"]["derived"]["names"] == ["power_residual", "pitch_asymmetry"]
+    assert len(manifest["scaler"]["minimum"]) == 28
+    coverage = manifest["training"]["coverage"]
+    assert coverage["turbines"] == ["01", "02"]
+    assert coverage["temperature_c"]["min"] < coverage["temperature_c"]["max"]
+    assert "trained on 2 turbines" in capsys.readouterr().out
 
     report_dir = tmp_path / "report"
     assert (
@@ -145,7 +152,11 @@ def test_train_evaluate_score(farm, config, tmp_path, capsys):
     table = pd.read_csv(scores)
     assert len(table) > 1000
     assert set(table["turbine_id"].astype(str).str.zfill(2)) == {"01", "02"}
-    assert (table["threshold"] == manifest["threshold"]).all()
+    # each turbine's own threshold (per-turbine calibration), one per turbine
+    per_turbine = table.groupby("turbine_id")["threshold"]
+    assert (per_turbine.min() == per_turbine.max()).all()
+    assert np.isfinite(table["threshold"]).all()
+    assert (table["above_threshold"] == (table["score"] > table["threshold"])).all()
     assert table["tail_probability"].between(0, 1).all()
     assert {"top_channel_1", "top_channel_2", "top_channel_3"} <= set(table.columns)
 

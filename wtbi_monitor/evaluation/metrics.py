@@ -17,7 +17,13 @@ import numpy as np
 from numpy.typing import NDArray
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from wtbi_monitor.alarms import AlarmBook, AlarmContext
+from wtbi_monitor.alarms import (
+    AlarmBook,
+    AlarmContext,
+    WindowInputs,
+    gate_columns,
+    window_inputs,
+)
 from wtbi_monitor.config import AlarmSettings
 from wtbi_monitor.data.wtbi import TurbineFrame, runs
 from wtbi_monitor.domain import MS_PER_DAY, AlarmState, Label, WindowScore
@@ -70,6 +76,8 @@ class AlarmInterval:
     peak_score: float
     top_channels: tuple[tuple[str, float], ...]
     verdict: str = ""  # "true", "false" or "ambiguous"
+    evidence: str = "model"
+    raises: int = 1  # raised events of this alarm (more than 1: re-armed)
 
 
 @dataclass
@@ -114,66 +122,66 @@ def run_alarms(
     channel_means: F64 | None,
     settings: AlarmSettings,
     context: AlarmContext,
+    rule: NDArray[np.bool_] | None = None,
 ) -> list[AlarmInterval]:
-    """Feed one turbine's time-ordered window scores through the alarm machine."""
-    book = AlarmBook(settings, context)
-    ch = context.channels
-    gates = _gate_columns(ch, settings)
-    raised: dict[str, AlarmInterval] = {}
-    out: list[AlarmInterval] = []
-    for i in range(time_ms.shape[0]):
-        means = channel_means[i] if channel_means is not None else None
+    """Feed one turbine's time-ordered window scores through the alarm machine.
+
+    One interval per alarm id: a re-armed alarm (raised again within `rearm_s` of its
+    clear, with the same id) extends its interval instead of counting twice.
+    """
+    machine = AlarmBook(settings, context).machine(turbine_id)
+    n = time_ms.shape[0]
+    gates, flags = gate_columns(context.channels, settings)
+    means = channel_means if channel_means is not None else np.zeros((n, len(context.channels)))
+    inputs = window_inputs(means, gates, flags, rule)
+    if channel_means is None:
+        inputs = WindowInputs([None] * n, [None] * n, [None] * n, [False] * n, inputs.rule)
+    intervals: dict[str, AlarmInterval] = {}
+    times, values = time_ms.tolist(), scores.tolist()
+    for i in range(n):
         w = WindowScore(
             turbine_id=turbine_id,
-            time_ms=int(time_ms[i]),
-            score=float(scores[i]),
-            threshold=context.threshold,
+            time_ms=times[i],
+            score=values[i],
+            threshold=machine.levels.threshold,
             tail_probability=float("nan"),
             channel_errors=None if channel_errors is None else channel_errors[i],
-            ambient_temp=_pick(means, gates[0]),
-            power=_pick(means, gates[1]),
-            wind_speed=_pick(means, gates[2]),
+            ambient_temp=inputs.temperature[i],
+            power=inputs.power[i],
+            wind_speed=inputs.wind[i],
+            rule=inputs.rule[i],
+            flagged=inputs.flagged[i],
         )
-        event = book.update(w)
+        event = machine.update(w)
         if event is None:
             continue
+        interval = intervals.get(event.alarm_id)
         if event.state is AlarmState.RAISED:
-            raised[event.alarm_id] = AlarmInterval(
-                turbine_id,
-                event.alarm_id,
-                event.start_ms,
-                event.event_time_ms,
-                event.event_time_ms,
-                event.peak_score,
-                event.top_channels,
-            )
-        else:
-            interval = raised.pop(event.alarm_id)
+            if interval is None:
+                intervals[event.alarm_id] = AlarmInterval(
+                    turbine_id,
+                    event.alarm_id,
+                    event.start_ms,
+                    event.event_time_ms,
+                    event.event_time_ms,
+                    event.peak_score,
+                    event.top_channels,
+                    evidence=event.evidence,
+                )
+            else:
+                interval.raises += 1  # re-armed: the same alarm continues
+            continue
+        if interval is not None:
             interval.end_ms = event.end_ms or event.event_time_ms
             interval.peak_score = event.peak_score
             interval.top_channels = event.top_channels
-            out.append(interval)
-    machine = book.turbines.get(turbine_id)
-    if machine is not None and raised:
+            interval.evidence = event.evidence
+    span = machine.open_interval()
+    active = machine.active_alarm_id
+    if span is not None and active in intervals:
         # Still raised at the end of the data: close it at its last active window.
-        interval = next(iter(raised.values()))
-        span = machine.open_interval()
-        interval.end_ms = span[1] if span else interval.raised_ms
-        out.append(interval)
-    return out
-
-
-def _gate_columns(
-    channels: tuple[str, ...], s: AlarmSettings
-) -> tuple[int | None, int | None, int | None]:
-    def idx(name: str) -> int | None:
-        return channels.index(name) if name in channels else None
-
-    return idx(s.temperature_channel), idx(s.power_channel), idx(s.wind_channel)
-
-
-def _pick(means: F64 | None, column: int | None) -> float | None:
-    return None if means is None or column is None else float(means[column])
+        intervals[active].end_ms = span[1]
+    return list(intervals.values())
 
 
 def event_metrics(frames: list[TurbineFrame], alarms: list[AlarmInterval]) -> EventResult:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from wtbi_monitor.config import Settings
+from wtbi_monitor.alarms import lowest_clear_level
+from wtbi_monitor.config import AlarmSettings, Settings
 from wtbi_monitor.data.wtbi import TurbineFrame
 from wtbi_monitor.domain import Label
 from wtbi_monitor.evaluation.metrics import (
@@ -33,10 +35,17 @@ from wtbi_monitor.evaluation.metrics import (
 )
 from wtbi_monitor.logs import get_logger
 from wtbi_monitor.model import Bundle
+from wtbi_monitor.model.bundle import ScoredWindows, score_chunked
 from wtbi_monitor.model.trainer import ProgressCallback
-from wtbi_monitor.training.dataset import LabelledWindows, build_windows, subsample
+from wtbi_monitor.preprocessing import DerivedChannels
+from wtbi_monitor.training.dataset import LabelledWindows, build_windows, fit_derived, subsample
 from wtbi_monitor.training.splits import TimeSplit, cut, time_split
-from wtbi_monitor.training.train import TrainingData, fit_member, prepare_training_data
+from wtbi_monitor.training.train import (
+    TrainingData,
+    fit_member,
+    prepare_training_data,
+    split_history,
+)
 
 log = get_logger(__name__)
 SCORE_CHUNK = 16_384
@@ -107,16 +116,28 @@ class ProtocolResult:
     single_channel: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def score_all(bundle: Bundle, windows: LabelledWindows) -> tuple[NDArray[np.float64], float]:
-    """Scores of every window (chunked to bound memory) and the throughput in windows/s."""
-    n = len(windows)
-    out = np.empty(n)
+def score_all(
+    bundle: Bundle, windows: LabelledWindows, *, with_channels: bool = False
+) -> tuple[ScoredWindows, float]:
+    """Every window scored (chunked), with the throughput in windows/s.
+
+    With `with_channels`, per-channel errors of the windows at or above the lowest clear
+    level (the ones that can matter to an alarm) are computed in the same pass.
+    """
     t0 = time.perf_counter()
-    for start in range(0, n, SCORE_CHUNK):
-        index = np.arange(start, min(n, start + SCORE_CHUNK))
-        out[index] = bundle.score_windows(windows.series.windows(index), with_channels=False).score
+    channels_at = -math.inf
+    if with_channels:
+        channels_at = lowest_clear_level(bundle.alarm_context(AlarmSettings()))
+    out = score_chunked(
+        bundle,
+        windows.series.windows,
+        len(windows),
+        chunk=SCORE_CHUNK,
+        with_channels=with_channels,
+        channels_at=channels_at,
+    )
     elapsed = time.perf_counter() - t0
-    return out, (n / elapsed if elapsed > 0 else float("nan"))
+    return out, (len(windows) / elapsed if elapsed > 0 else float("nan"))
 
 
 def window_channel_means(windows: LabelledWindows) -> NDArray[np.float64]:
@@ -157,26 +178,12 @@ def single_channel_aurocs(
 def _alarms_for(
     bundle: Bundle,
     test: LabelledWindows,
-    scores: NDArray[np.float64],
-    means: NDArray[np.float64],
+    scored: ScoredWindows,
     settings: Settings,
+    stride: int,
 ) -> list[AlarmInterval]:
-    """Run the alarm machine per turbine.
-
-    Per-channel errors are computed only for the windows that can matter to an alarm
-    (score at or above the clear level).
-    """
-    context = bundle.alarm_context()
-    clear = context.clear_level(settings.alarm.hysteresis)
-    channel_errors = None
-    if bundle.detector.attributes_channels:
-        channel_errors = np.zeros((len(test), len(bundle.channels)))
-        hot = np.flatnonzero(scores >= clear)
-        for start in range(0, hot.size, SCORE_CHUNK):
-            idx = hot[start : start + SCORE_CHUNK]
-            out = bundle.score_windows(test.series.windows(idx), with_channels=True)
-            if out.channel_error is not None:
-                channel_errors[idx] = out.channel_error
+    """Run the alarm machine per turbine over its test windows in time order."""
+    context = bundle.alarm_context(settings.alarm, stride=stride)
     alarms: list[AlarmInterval] = []
     turbine = test.series.window_turbine
     for k, tid in enumerate(test.turbine_ids):
@@ -186,9 +193,10 @@ def _alarms_for(
         alarms += run_alarms(
             tid,
             time_ms=test.time_ms[idx],
-            scores=scores[idx],
-            channel_errors=None if channel_errors is None else channel_errors[idx],
-            channel_means=means[idx],
+            scores=scored.score[idx],
+            channel_errors=None if scored.channel_error is None else scored.channel_error[idx],
+            channel_means=scored.channel_means[idx],
+            rule=None if scored.rule is None else scored.rule[idx],
             settings=settings.alarm,
             context=context,
         )
@@ -209,47 +217,68 @@ class TimeOrderedCase:
     test_frames: list[TurbineFrame]
     test: LabelledWindows
     means: NDArray[np.float64]
+    derived: DerivedChannels
     stride: int = 1
     data: TrainingData | None = None
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """Channels of the test windows (source channels, then derived ones)."""
+        return self.derived.channels
 
     def training_data(self, settings: Settings) -> TrainingData:
         """All-normal windows of the training and validation periods (built on first use)."""
         if self.data is None:
-            self.data = prepare_training_data(self.train_frames, self.validation_frames, settings)
+            self.data = prepare_training_data(
+                self.train_frames, self.validation_frames, settings, derived=self.derived
+            )
         return self.data
+
+    def test_for(self, bundle: Bundle, settings: Settings) -> LabelledWindows:
+        """The test windows with a given bundle's derived channels (its own fitted curves)."""
+        if bundle.derived.to_json() == self.derived.to_json():
+            return self.test
+        return build_windows(
+            self.test_frames, settings.preprocessing, stride=self.stride, derived=bundle.derived
+        )
 
 
 def time_ordered_case(
     frames: list[TurbineFrame], settings: Settings, *, stride: int = 1
 ) -> TimeOrderedCase:
     """Cut the farm into training, validation and test periods and window the test part."""
-    ev = settings.evaluation
-    split = time_split(frames, ev.train_fraction, ev.validation_fraction)
+    ev, tr = settings.evaluation, settings.training
+    split = time_split(
+        frames,
+        ev.train_fraction,
+        ev.validation_fraction,
+        validation_start=ev.validation_start,
+        test_start=ev.test_start,
+    )
     test_frames = cut(frames, split.test_start_ms, None)
-    test = build_windows(test_frames, settings.preprocessing, stride=stride)
+    if tr.validation_split == "blocks":
+        # Validation blocks spread over the whole development period (every season of it),
+        # with the validation share of the fractions.
+        share = ev.validation_fraction / (ev.train_fraction + ev.validation_fraction)
+        development = cut(frames, None, split.test_start_ms)
+        train_frames, validation_frames = split_history(
+            development, tr.model_copy(update={"validation_fraction": share})
+        )
+    else:
+        train_frames = cut(frames, None, split.validation_start_ms)
+        validation_frames = cut(frames, split.validation_start_ms, split.test_start_ms)
+    derived = fit_derived(train_frames, settings.preprocessing)
+    test = build_windows(test_frames, settings.preprocessing, stride=stride, derived=derived)
     return TimeOrderedCase(
         split=split,
-        train_frames=cut(frames, None, split.validation_start_ms),
-        validation_frames=cut(frames, split.validation_start_ms, split.test_start_ms),
+        train_frames=train_frames,
+        validation_frames=validation_frames,
         test_frames=test_frames,
         test=test,
         means=window_channel_means(test),
+        derived=derived,
         stride=stride,
     )
-
-
-def strided_alarm_settings(settings: Settings, stride: int) -> Settings:
-    """Alarm window counts divided by `stride` (same delays in time on strided windows)."""
-    if stride == 1:
-        return settings
-    a = settings.alarm
-    update = {
-        "on_k": max(1, round(a.on_k / stride)),
-        "on_n": max(1, round(a.on_n / stride)),
-        "off_n": max(1, round(a.off_n / stride)),
-    }
-    update["on_k"] = min(update["on_k"], update["on_n"])
-    return settings.model_copy(update={"alarm": a.model_copy(update=update)})
 
 
 def evaluate_time_ordered(
@@ -265,9 +294,8 @@ def evaluate_time_ordered(
     """Train on the early part, validate on the next, test on the latest; window + event metrics."""
     ev = settings.evaluation
     case = case or time_ordered_case(frames, settings)
-    split, test_frames, test, means = case.split, case.test_frames, case.test, case.means
-    alarm_settings = strided_alarm_settings(settings, case.stride)
-    evaluable = test.evaluable
+    split, test_frames = case.split, case.test_frames
+    evaluable = case.test.evaluable
     data: TrainingData | None = case.data
     results: list[MemberResult] = []
     candidates: list[tuple[str, Bundle | None]] = [(m, None) for m in members]
@@ -285,9 +313,11 @@ def evaluate_time_ordered(
         else:
             bundle, fit_s, train_n = given, 0.0, 0
             _warn_if_leaky(bundle, split)
-        scores, rate = score_all(bundle, test)
+        test = case.test_for(bundle, settings)
+        scored, rate = score_all(bundle, test, with_channels=True)
+        scores = scored.score
         metrics = window_metrics(test.label[evaluable], scores[evaluable], bundle.threshold)
-        alarms = _alarms_for(bundle, test, scores, means, alarm_settings)
+        alarms = _alarms_for(bundle, test, scored, settings, case.stride)
         events = event_metrics(test_frames, alarms)
         timeline = {}
         for k, tid in enumerate(test.turbine_ids[:n_timeline]):
@@ -326,18 +356,16 @@ def evaluate_time_ordered(
             "test_start": split.test_start_ms,
             "end": split.end_ms,
         },
-        "test_windows": len(test),
+        "test_windows": len(case.test),
         "test_windows_evaluable": int(evaluable.sum()),
-        "test_icing_windows": int((test.label[evaluable] == Label.ICING).sum()),
+        "test_icing_windows": int((case.test.label[evaluable] == Label.ICING).sum()),
         "train_windows_available": data.description["train_windows_available"] if data else None,
     }
     return ProtocolResult(
         name="time_ordered",
         description=description,
         members=results,
-        single_channel=single_channel_aurocs(
-            test, settings.preprocessing.channels, ev.single_channels
-        ),
+        single_channel=single_channel_aurocs(case.test, case.channels, ev.single_channels),
     )
 
 
@@ -366,7 +394,10 @@ def evaluate_paper(
     """
     ev, tr = settings.evaluation, settings.training
     rng = np.random.default_rng(tr.seed)
-    windows = windows if windows is not None else build_windows(frames, settings.preprocessing)
+    if windows is None:
+        # Derived channels fitted on every normal reading: leaky, like the protocol itself.
+        derived = fit_derived(frames, settings.preprocessing)
+        windows = build_windows(frames, settings.preprocessing, derived=derived)
     normal = np.flatnonzero(windows.all_normal & (windows.label == Label.NORMAL))
     icing = np.flatnonzero(windows.evaluable & (windows.label == Label.ICING))
     shuffled = rng.permutation(normal)
@@ -383,6 +414,7 @@ def evaluate_paper(
             "protocol": "paper (random split, leaky)",
             "turbines": list(windows.turbine_ids),
         },
+        derived=windows.derived,
     )
     test = windows.select(test_idx)
     results = []
@@ -390,7 +422,8 @@ def evaluate_paper(
         t0 = time.perf_counter()
         bundle = fit_member(member, data, settings, progress=progress(member) if progress else None)
         fit_s = time.perf_counter() - t0
-        scores, rate = score_all(bundle, test)
+        scored, rate = score_all(bundle, test)
+        scores = scored.score
         metrics = window_metrics(test.label, scores, bundle.threshold)
         log.info("evaluated", protocol="paper", member=member, auroc=metrics["auroc"])
         results.append(

@@ -26,8 +26,10 @@ import math
 from dataclasses import replace
 from typing import Any, ClassVar, Self
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.typing import NDArray
 from sklearn.covariance import LedoitWolf
 from torch import Tensor, nn
 
@@ -345,11 +347,13 @@ class LSADetector(_BaselineDetector):
         norm[1::2] = norm[1::2].clamp_min(1e-12)
         self._module.norm.copy_(norm)
 
-    def calibrate(self, validation: F32, target_fpr: float) -> float:
+    def calibrate(
+        self, validation: F32, target_fpr: float, groups: NDArray[np.int32] | None = None
+    ) -> float:
         """Standardise both score terms on validation normal windows, then calibrate."""
         self._check_fitted()
         self._set_normalisation(validation)
-        return super().calibrate(validation, target_fpr)
+        return super().calibrate(validation, target_fpr, groups)
 
 
 # -------------------------------------------------------------------------- Gaussian AD

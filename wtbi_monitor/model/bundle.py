@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +29,14 @@ from numpy.typing import NDArray
 from safetensors.torch import load_file, save_file
 
 from wtbi_monitor import __version__
-from wtbi_monitor.alarms import AlarmContext
-from wtbi_monitor.config import PreprocessingSettings
+from wtbi_monitor.alarms import AlarmContext, Levels, clear_level_of
+from wtbi_monitor.config import AlarmSettings, PreprocessingSettings
 from wtbi_monitor.errors import BundleError, BundleIntegrityError, BundleMismatchError
-from wtbi_monitor.model.detector import Detector
+from wtbi_monitor.model.classical import PowerCurveRuleDetector, rule_from_json, rule_to_json
+from wtbi_monitor.model.detector import Detector, threshold_at_fpr
 from wtbi_monitor.model.registry import detector_from_manifest, detector_kind
-from wtbi_monitor.preprocessing import MinMaxScaler
+from wtbi_monitor.preprocessing import DerivedChannels, MinMaxScaler
+from wtbi_monitor.preprocessing.derived import missing_sources
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.safetensors"
@@ -73,6 +77,8 @@ class ScoredWindows:
             training range (a drift signal; the model sees them, clipped only far outside).
         channel_means: float64 (n, C), unscaled mean of each channel over each window
             (the alarm gates read temperature, power and wind from it).
+        rule: bool (n,), the IEA Task 19 rule's icing condition holds in at least half of
+            each window's rows (False everywhere without a fitted rule).
     """
 
     score: NDArray[np.float64]
@@ -80,6 +86,7 @@ class ScoredWindows:
     channel_error: NDArray[np.float64] | None
     clip_fraction: NDArray[np.float64]
     channel_means: NDArray[np.float64]
+    rule: NDArray[np.bool_] | None = None
 
 
 @dataclass
@@ -103,9 +110,21 @@ class Bundle:
         return f"{self.name}@{str(self.manifest.get('weights_sha256', 'unsaved'))[:12]}"
 
     @property
-    def channels(self) -> tuple[str, ...]:
-        """The channel list the model was trained on, in order."""
+    def source_channels(self) -> tuple[str, ...]:
+        """The channels the model reads from the data (readings, files), in order."""
         return tuple(self.manifest["preprocessing"]["channels"])
+
+    @cached_property
+    def derived(self) -> DerivedChannels:
+        """The derived input channels (fitted at training) appended to the source ones."""
+        return DerivedChannels.from_json(
+            self.manifest["preprocessing"].get("derived"), self.source_channels
+        )
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The model's input channels: the source channels, then the derived ones."""
+        return self.derived.channels
 
     @property
     def threshold(self) -> float:
@@ -116,18 +135,60 @@ class Bundle:
 
     @property
     def median_normal_score(self) -> float:
-        """Median validation normal score (reference of the alarm hysteresis band)."""
+        """Median validation normal score (severity reference of alarms)."""
         return self.detector.median_normal_score_
 
-    def alarm_context(self) -> AlarmContext:
-        """What the alarm state machine needs to know about this model."""
+    @property
+    def interval_s(self) -> float:
+        """The sampling interval the bundle was trained for (time between windows)."""
+        return float(self.manifest["preprocessing"]["nominal_interval_s"])
+
+    @cached_property
+    def rule(self) -> PowerCurveRuleDetector | None:
+        """The IEA Task 19 rule fitted beside the model (alarm evidence), if any."""
+        doc = self.manifest.get("rule")
+        if not doc:
+            return None
+        return rule_from_json(doc)
+
+    def alarm_context(self, settings: AlarmSettings, *, stride: int = 1) -> AlarmContext:
+        """What the alarm state machine needs to know about this model.
+
+        Levels per turbine come from its own validation windows (when it has at least
+        `settings.min_turbine_windows` and no threshold override is configured); the clear
+        level is the (1 - clear_tail) quantile of normal scores, capped at the threshold.
+        `stride`: only every stride-th window is scored (evaluation shortcut).
+        """
+        det = self.detector
+        threshold = self.threshold
+        fleet_clear = clear_level_of(det.calibration_scores_, threshold, settings.clear_tail)
+        per_turbine: dict[str, Levels] = {}
+        names = self.manifest.get("calibration_turbines") or []
+        if settings.per_turbine_thresholds and self.threshold_override is None:
+            for k, turbine in enumerate(names):
+                own = det.group_scores(k)
+                if own.size < settings.min_turbine_windows:
+                    continue
+                thr = det.cap_threshold(threshold_at_fpr(own, det.target_fpr_))
+                per_turbine[str(turbine)] = Levels(
+                    thr, clear_level_of(own, thr, settings.clear_tail)
+                )
+        power = settings.power_channel
+        max_power = None
+        if power in self.channels:
+            max_power = float(self.scaler.maximum[self.channels.index(power)])
         return AlarmContext(
             model_name=self.name,
             model_version=self.version,
-            threshold=self.threshold,
+            threshold=threshold,
             reference=self.median_normal_score,
             channels=self.channels,
-            channel_reference=self.detector.channel_reference_,
+            channel_reference=det.channel_reference_,
+            clear_level=fleet_clear,
+            interval_s=self.interval_s * stride,
+            per_turbine=per_turbine,
+            target_fpr=det.target_fpr_ if math.isfinite(det.target_fpr_) else 0.001,
+            max_power=max_power,
         )
 
     def check_preprocessing(self, expected: PreprocessingSettings) -> None:
@@ -135,6 +196,15 @@ class Bundle:
         saved = self.manifest["preprocessing"]
         wanted = preprocessing_record(expected)
         diffs = []
+        lacking = missing_sources(self.derived.names, expected.channels)
+        if lacking:
+            detail = "; ".join(f"{n} needs {', '.join(c)}" for n, c in lacking.items())
+            where = self.path or self.name
+            msg = (
+                f"bundle {where} was trained with derived channels whose source channels the "
+                f"configured data lacks: {detail}"
+            )
+            raise BundleMismatchError(msg)
         for key in _CHECKED:
             if saved.get(key) != wanted[key]:
                 if key == "channels":
@@ -170,12 +240,14 @@ class Bundle:
         out = self.detector.score_details(
             scaled, with_channels=with_channels, channels_at=channels_at
         )
+        rule = self.rule
         return ScoredWindows(
             score=out.score,
             tail_probability=self.detector.tail_probability(out.score),
             channel_error=out.channel_error,
             clip_fraction=clip.astype(np.float64),
             channel_means=raw_windows.mean(axis=1) if n else np.empty((0, raw_windows.shape[-1])),
+            rule=np.zeros(n, dtype=np.bool_) if rule is None else rule.score(scaled) >= 0.5,
         )
 
 
@@ -188,9 +260,15 @@ def build_manifest(
     preprocessing: PreprocessingSettings,
     training: dict[str, Any],
     validation: dict[str, Any],
+    derived: DerivedChannels | None = None,
+    rule: PowerCurveRuleDetector | None = None,
+    calibration_turbines: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The manifest of a freshly trained bundle (the weights hash is added on save)."""
     hyper = detector.hyperparameters()
+    record = preprocessing_record(preprocessing)
+    if derived:
+        record["derived"] = derived.to_json()
     manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "name": name,
@@ -198,7 +276,7 @@ def build_manifest(
         "family": hyper.get("family", detector.family),
         "kind": detector_kind(detector),
         "hyperparameters": hyper,
-        "preprocessing": preprocessing_record(preprocessing),
+        "preprocessing": record,
         "scaler": scaler.to_json(),
         "threshold": detector.threshold_,
         "target_fpr": detector.target_fpr_,
@@ -209,6 +287,10 @@ def build_manifest(
         "torch_version": torch.__version__,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if rule is not None:
+        manifest["rule"] = rule_to_json(rule)
+    if calibration_turbines:
+        manifest["calibration_turbines"] = list(calibration_turbines)
     center = getattr(detector, "center_", None)
     if isinstance(center, torch.Tensor):
         manifest["center"] = [round(float(v), 6) for v in center.cpu()]
@@ -284,3 +366,37 @@ def load_bundle(
     if expected is not None:
         bundle.check_preprocessing(expected)
     return bundle
+
+
+def score_chunked(
+    bundle: Bundle,
+    gather: Callable[[NDArray[np.int64]], NDArray[np.float64]],
+    n: int,
+    *,
+    chunk: int = 16_384,
+    with_channels: bool = True,
+    channels_at: float = -math.inf,
+) -> ScoredWindows:
+    """Score n windows in chunks (bounded memory): the one scoring loop of every path.
+
+    `gather(index)` returns the smoothed raw windows (len(index), L, C) of those windows.
+    Per-channel errors (for attribution) are computed where the model gives them, for
+    windows scoring at least `channels_at`; other rows are zero.
+    """
+    c = len(bundle.channels)
+    score, tail, clip = np.empty(n), np.empty(n), np.empty(n)
+    means = np.empty((n, c))
+    rule = np.zeros(n, dtype=np.bool_)
+    attributes = with_channels and bundle.detector.attributes_channels
+    errors = np.zeros((n, c)) if attributes else None
+    for start in range(0, n, chunk):
+        index = np.arange(start, min(n, start + chunk))
+        out = bundle.score_windows(gather(index), with_channels=attributes, channels_at=channels_at)
+        part = slice(start, start + index.size)
+        score[part], tail[part], clip[part] = out.score, out.tail_probability, out.clip_fraction
+        means[part] = out.channel_means
+        if out.rule is not None:
+            rule[part] = out.rule
+        if errors is not None and out.channel_error is not None:
+            errors[part] = out.channel_error
+    return ScoredWindows(score, tail, errors, clip, means, rule)

@@ -370,17 +370,10 @@ class PowerCurveRuleDetector(_ClassicalDetector):
         wind, power, temp = (a.ravel() for a in self.physical(train))
         self.rated_kw_ = float(np.quantile(power, 0.999))
         producing = power > self.production_share * self.rated_kw_
-        reference = (temp > self.reference_above_c) & producing
-        basis = f"production above {self.reference_above_c:g} C"
-        if reference.sum() < self.min_bin_rows * 10:
-            # A winter-only history has no warm production: IEA Task 19's warm reference
-            # cannot be built, so the curve comes from all (ice-free) training production.
-            # Cold air yields more power, so this curve sits a little high (conservative).
-            reference = producing
-            basis = "all training production (too little warm data)"
-        if reference.sum() < self.min_bin_rows:
+        warm = (temp > self.reference_above_c) & producing
+        if producing.sum() < self.min_bin_rows:
             msg = (
-                f"power_curve_rule: only {int(reference.sum())} training rows in production; "
+                f"power_curve_rule: only {int(producing.sum())} training rows in production; "
                 "the reference curve needs more data"
             )
             raise TrainingError(msg)
@@ -388,10 +381,23 @@ class PowerCurveRuleDetector(_ClassicalDetector):
         self.p10_ = np.full(n_bins, np.nan)
         self.p90_ = np.full(n_bins, np.nan)
         bins = np.minimum(np.floor(np.maximum(wind, 0) / self.bin_width).astype(int), n_bins - 1)
+        fallback = 0
         for b in range(n_bins):
-            rows = power[reference & (bins == b)]
+            in_bin = bins == b
+            rows = power[warm & in_bin]
+            if rows.size < self.min_bin_rows:
+                # Too little warm data in this bin (a winter-only history): IEA Task 19's
+                # warm reference cannot be built, so the bin comes from all (ice-free)
+                # training production. Cold air yields more power, so it sits a little
+                # high (conservative for a deficit rule).
+                rows = power[producing & in_bin]
+                fallback += int(rows.size >= self.min_bin_rows)
             if rows.size >= self.min_bin_rows:
                 self.p10_[b], self.p90_[b] = np.quantile(rows, [0.1, 0.9])
+        basis = f"production above {self.reference_above_c:g} C"
+        if fallback:
+            basis += f"; all production in {fallback} bins with too little warm data"
+        reference = warm
         return {
             "train_windows": int(train.shape[0]),
             "reference_rows": int(reference.sum()),
@@ -419,7 +425,7 @@ class PowerCurveRuleDetector(_ClassicalDetector):
         score: F64 = self.iced_rows(windows).mean(axis=1, dtype=np.float64)
         return ScoreOutput(score, None)
 
-    def calibrate(self, validation: F32, target_fpr: float) -> float:
+    def cap_threshold(self, threshold: float) -> float:
         """The usual quantile threshold, capped so that a fully iced window still alarms.
 
         The score is a share of rows (at most 1). When more than `target_fpr` of validation
@@ -427,11 +433,7 @@ class PowerCurveRuleDetector(_ClassicalDetector):
         hold; the threshold then becomes 1 - 0.5 / L (every row of the window iced), and the
         validation false-positive rate is above the target (the manifest reports it).
         """
-        threshold = super().calibrate(validation, target_fpr)
-        cap = 1.0 - 0.5 / self.window_length
-        if threshold >= cap:
-            self.threshold_ = cap
-        return self.threshold_
+        return min(threshold, 1.0 - 0.5 / self.window_length)
 
     def _model_tensors(self) -> dict[str, torch.Tensor]:
         return {
@@ -444,3 +446,23 @@ class PowerCurveRuleDetector(_ClassicalDetector):
         self.p10_ = tensors["p10"].numpy().astype(np.float64)
         self.p90_ = tensors["p90"].numpy().astype(np.float64)
         self.rated_kw_ = float(tensors["rated_kw"])
+
+
+def rule_to_json(rule: PowerCurveRuleDetector) -> dict[str, Any]:
+    """A fitted rule as JSON (the bundle manifest's "rule": alarm evidence beside a model)."""
+    return {
+        "hyperparameters": rule.hyperparameters(),
+        "p10": [None if not np.isfinite(v) else float(v) for v in rule.p10_],
+        "p90": [None if not np.isfinite(v) else float(v) for v in rule.p90_],
+        "rated_kw": rule.rated_kw_,
+    }
+
+
+def rule_from_json(doc: dict[str, Any]) -> PowerCurveRuleDetector:
+    """Inverse of `rule_to_json`: a fitted rule."""
+    rule = PowerCurveRuleDetector.from_hyperparameters(doc["hyperparameters"])
+    rule.p10_ = np.array([np.nan if v is None else v for v in doc["p10"]], dtype=np.float64)
+    rule.p90_ = np.array([np.nan if v is None else v for v in doc["p90"]], dtype=np.float64)
+    rule.rated_kw_ = float(doc["rated_kw"])
+    rule.fitted_ = True
+    return rule

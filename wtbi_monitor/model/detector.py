@@ -71,6 +71,8 @@ class Detector(ABC):
     def __init__(self) -> None:
         self.threshold_: float = math.nan
         self.calibration_scores_: F64 = np.empty(0)
+        #: group (turbine) index of each calibration score, aligned with the sorted scores.
+        self.calibration_groups_: NDArray[np.int32] | None = None
         self.channel_reference_: F64 | None = None
         #: per-channel mean of validation windows (scaled): the baseline of gradient attribution.
         self.input_reference_: F64 | None = None
@@ -182,28 +184,44 @@ class Detector(ABC):
         """One anomaly score per window, higher = more anomalous."""
         return self.score_details(windows, with_channels=False).score
 
-    def calibrate(self, validation: F32, target_fpr: float) -> float:
+    def calibrate(
+        self, validation: F32, target_fpr: float, groups: NDArray[np.int32] | None = None
+    ) -> float:
         """Set `threshold_` at `target_fpr` on validation NORMAL windows; return it.
 
-        Also stores the sorted validation scores (for tail probabilities), each channel's
-        mean value (the baseline of gradient attribution) and, for models that attribute
-        scores to channels, each channel's median contribution (the reference against
-        which alarms attribute excess error to channels).
+        Also stores the sorted validation scores (for tail probabilities and per-turbine
+        levels: `groups` gives each window's turbine index), each channel's mean value (the
+        baseline of gradient attribution) and, for models that attribute scores to
+        channels, each channel's median contribution (the reference against which alarms
+        attribute excess error to channels).
         """
         if validation.shape[0]:
             self.input_reference_ = validation.mean(axis=(0, 1), dtype=np.float64)
         details = self.score_details(validation, with_channels=True)
-        scores = np.sort(details.score)
+        order = np.argsort(details.score, kind="stable")
+        scores = details.score[order]
         if details.channel_error is not None and details.channel_error.shape[0]:
             self.channel_reference_ = np.median(details.channel_error, axis=0)
         self.calibration_scores_ = scores
+        self.calibration_groups_ = None if groups is None else groups[order].astype(np.int32)
         self.target_fpr_ = target_fpr
-        self.threshold_ = threshold_at_fpr(scores, target_fpr)
+        self.threshold_ = self.cap_threshold(threshold_at_fpr(scores, target_fpr))
         return self.threshold_
 
+    def cap_threshold(self, threshold: float) -> float:
+        """A calibrated threshold as the detector can use it (a rule caps it: see there)."""
+        return threshold
+
+    def group_scores(self, group: int) -> F64:
+        """Sorted calibration scores of one group (turbine)."""
+        if self.calibration_groups_ is None:
+            return np.empty(0)
+        out: F64 = self.calibration_scores_[self.calibration_groups_ == group]
+        return out
+
     def set_calibration(self, sorted_scores: F64, threshold: float, target_fpr: float) -> None:
-        """Restore calibration from a bundle."""
-        self.calibration_scores_ = np.sort(sorted_scores)
+        """Restore calibration from a bundle (the scores are saved sorted)."""
+        self.calibration_scores_ = sorted_scores
         self.threshold_ = threshold
         self.target_fpr_ = target_fpr
 
@@ -232,6 +250,10 @@ class Detector(ABC):
         tensors["calibration.scores"] = torch.from_numpy(
             np.ascontiguousarray(self.calibration_scores_, dtype=np.float64)
         )
+        if self.calibration_groups_ is not None:
+            tensors["calibration.groups"] = torch.from_numpy(
+                np.ascontiguousarray(self.calibration_groups_, dtype=np.int32)
+            )
         if self.input_reference_ is not None:
             tensors["calibration.input_reference"] = torch.from_numpy(
                 np.ascontiguousarray(self.input_reference_, dtype=np.float64)
@@ -248,6 +270,8 @@ class Detector(ABC):
         self._load_model_tensors(model)
         if "calibration.scores" in tensors:
             self.calibration_scores_ = tensors["calibration.scores"].numpy().astype(np.float64)
+        if "calibration.groups" in tensors:
+            self.calibration_groups_ = tensors["calibration.groups"].numpy().astype(np.int32)
         if "calibration.input_reference" in tensors:
             self.input_reference_ = (
                 tensors["calibration.input_reference"].numpy().astype(np.float64)

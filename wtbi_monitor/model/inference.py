@@ -70,11 +70,16 @@ class InferenceEmbedder(nn.Module):
         self.lstm = net.lstm
         self.projection = net.projection
 
-    def forward(self, windows: Tensor) -> Tensor:
-        """Pad, encode, gate, project."""
+    def features(self, windows: Tensor) -> Tensor:
+        """Pad and encode: the encoder features (B, feature_dim), before the LSTM."""
         image = F.pad(windows.unsqueeze(1), self.padding)
         image = image.contiguous(memory_format=torch.channels_last)
-        features = self.encoder(image)
+        out: Tensor = self.encoder(image)
+        return out
+
+    def forward(self, windows: Tensor) -> Tensor:
+        """Pad, encode, gate, project."""
+        features = self.features(windows)
         if self.lstm is not None:
             features = self.lstm(features)
         z: Tensor = self.projection(features)

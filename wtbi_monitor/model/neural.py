@@ -15,10 +15,12 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
+from sklearn.covariance import LedoitWolf
 from torch import Tensor, nn
 
 from wtbi_monitor.errors import ConfigurationError, NotFittedError, TrainingError
 from wtbi_monitor.model.detector import F32, Detector, ScoreOutput
+from wtbi_monitor.model.faults import separation_auroc, synthetic_faults
 from wtbi_monitor.model.inference import InferenceEmbedder, build_embedder
 from wtbi_monitor.model.losses import (
     channel_errors,
@@ -109,6 +111,7 @@ class NeuralDetector(Detector):
                     "train_loss": r.train_loss,
                     "validation_loss": r.validation_loss,
                     "parts": r.parts,
+                    "selection": r.selection,
                     "seconds": round(r.seconds, 3),
                 }
                 for r in history
@@ -196,12 +199,25 @@ class NeuralDetector(Detector):
         """Nothing to do by default."""
         del epoch, distances
 
+    def validation_criterion(self, windows: Tensor) -> float | None:
+        """Select on the joint loss by default (it is the reconstruction loss of the AEs)."""
+        del windows
+        return None
+
+
+SCORE_MODES = ("product", "paper")
+#: Robust scales below this are floored (a constant validation term adds nothing).
+MIN_SCALE = 1e-12
+
 
 class _SVDDModule(nn.Module):
     """IAENet plus the SVDD buffers, so that one state dict holds everything."""
 
     center: Tensor
     radius: Tensor
+    score_stats: Tensor
+    feature_mean: Tensor
+    feature_precision: Tensor
 
     def __init__(self, spec: NetworkSpec) -> None:
         super().__init__()
@@ -209,10 +225,35 @@ class _SVDDModule(nn.Module):
         # NaN = not fitted yet (conventions #4).
         self.register_buffer("center", torch.full((spec.rep_dim,), math.nan))
         self.register_buffer("radius", torch.tensor(math.nan))
+        # Product score: median and robust scale of its two terms (the distance term and
+        # the reconstruction error) on validation normal windows, fixed at training time.
+        self.register_buffer("score_stats", torch.full((4,), math.nan, dtype=torch.float64))
+        if not spec.use_decoder:
+            # Product score without a decoder: the Mahalanobis distance of the encoder
+            # features from those of validation normal windows (shrunk covariance).
+            f = spec.feature_dim
+            self.register_buffer("feature_mean", torch.full((f,), math.nan, dtype=torch.float64))
+            self.register_buffer(
+                "feature_precision", torch.full((f, f), math.nan, dtype=torch.float64)
+            )
 
 
 class SVDDDetector(NeuralDetector):
     """IAE-LSTM-KL and every relative scored by the distance to a centre (model-spec 3-5).
+
+    Two scores (`score`):
+
+    * ``"paper"``: ||z - c||^2 (hard) or ||z - c||^2 - R^2 (soft), paper eq. 17;
+    * ``"product"`` (default, a DEVIATION: docs/deviations.md): with a decoder, the
+      distance ||z - c||^2 and the reconstruction error, each standardised by its median
+      and robust scale (1.4826 x MAD) on validation normal windows, then added; without a
+      decoder, the Mahalanobis distance of the member's own encoder features (before the
+      LSTM) from those of validation normal windows (Ledoit-Wolf shrunk covariance),
+      standardised alike. The statistics are fixed at training time and saved with the
+      weights, so the score does not depend on the batch. With the KL term and the LSTM
+      together the paper's distance can rank anomalies BELOW normal windows (they land
+      inside the normal shell of z); the reconstruction error, and the encoder features
+      before the saturating LSTM, are not fooled that way.
 
     Without a decoder, per-channel contributions come from gradient attribution.
 
@@ -224,6 +265,7 @@ class SVDDDetector(NeuralDetector):
         lambda_kl: weight of the KL penalty on z (0 = no KL).
         nu: soft boundary: fraction of training windows allowed outside the sphere.
         warmup_epochs: soft boundary: joint epochs before R is first set.
+        score: "product" or "paper" (above).
     """
 
     kind: ClassVar[str] = "svdd"
@@ -238,11 +280,17 @@ class SVDDDetector(NeuralDetector):
         lambda_kl: float = 0.1,
         nu: float = 0.1,
         warmup_epochs: int = 10,
+        score: str = "product",
     ) -> None:
         super().__init__(spec)
         if objective not in ("hard", "soft"):
             msg = f"objective must be 'hard' or 'soft', got {objective!r}"
             raise ConfigurationError(msg)
+        if score not in SCORE_MODES:
+            msg = f"score must be one of {SCORE_MODES}, got {score!r}"
+            raise ConfigurationError(msg)
+        self.score_mode = score
+        self._faulty: tuple[int, Tensor] | None = None  # validation faults, built once
         self.family_name = family
         self.objective = objective
         self.lambda_rec = lambda_rec if spec.use_decoder else 0.0
@@ -281,9 +329,23 @@ class SVDDDetector(NeuralDetector):
         """Always: reconstruction error with a decoder, gradient attribution without."""
         return True
 
+    @property
+    def product(self) -> bool:
+        """The product score (standardised distance + reconstruction) is in use."""
+        return self.score_mode == "product"
+
     def differentiable_score(self, batch: Tensor) -> Tensor:
-        """||z - c||^2 through the (eval-mode) network, for gradient attribution."""
-        return squared_distance(self.net.embed(batch), self._module.center)
+        """The distance term through the (eval-mode) network, for gradient attribution."""
+        if not self.product:
+            return squared_distance(self.net.embed(batch), self._module.center)
+        stats = self._module.score_stats
+        features = self.net.encoder(self.net.to_image(batch))
+        return ((self._mahalanobis(features) - stats[0]) / stats[1]).to(batch.dtype)
+
+    def _mahalanobis(self, features: Tensor) -> Tensor:
+        """Squared Mahalanobis distance of encoder features (decoder-less product score)."""
+        diff = features.double() - self._module.feature_mean
+        return ((diff @ self._module.feature_precision) * diff).sum(dim=1)
 
     @property
     def center_(self) -> Tensor:
@@ -304,6 +366,7 @@ class SVDDDetector(NeuralDetector):
             "lambda_kl": self.lambda_kl,
             "nu": self.nu,
             "warmup_epochs": self.warmup_epochs,
+            "score": self.score_mode,
             "network": self.spec.to_json(),
         }
 
@@ -318,6 +381,8 @@ class SVDDDetector(NeuralDetector):
             lambda_kl=hyper["lambda_kl"],
             nu=hyper["nu"],
             warmup_epochs=hyper["warmup_epochs"],
+            # bundles written before the product score existed scored like the paper
+            score=hyper.get("score", "paper"),
         )
 
     # -- training -------------------------------------------------------------------
@@ -387,20 +452,77 @@ class SVDDDetector(NeuralDetector):
             return
         self._module.radius.fill_(update_radius(distances, self.nu))
 
+    @torch.no_grad()
+    def validation_criterion(self, windows: Tensor) -> float | None:
+        """Label-free selection criterion (lower is better); the trainer sets eval mode.
+
+        With a decoder: the validation reconstruction error. Without one: 1 - AUROC of the
+        distance on validation windows vs copies with generic synthetic faults.
+        """
+        if self.net.decoder is not None:
+            total = 0.0
+            for start in range(0, windows.shape[0], INFERENCE_BATCH):
+                batch = windows[start : start + INFERENCE_BATCH]
+                z = self.net.embed(batch)
+                total += float(reconstruction_error(batch, self.net.decode(z)).sum())
+            return total / max(windows.shape[0], 1)
+        faulty = self._validation_faults(windows)
+        normal_d = self._distances(windows)
+        faulty_d = self._distances(faulty)
+        return 1.0 - separation_auroc(normal_d.cpu().numpy(), faulty_d.cpu().numpy())
+
+    def _validation_faults(self, windows: Tensor) -> Tensor:
+        if self._faulty is None or self._faulty[0] != windows.shape[0]:
+            pick = windows[: min(windows.shape[0], 2000)]
+            faulty = synthetic_faults(pick.cpu().numpy(), seed=0)
+            self._faulty = (windows.shape[0], torch.from_numpy(faulty).to(windows.device))
+        return self._faulty[1]
+
+    def _distances(self, windows: Tensor) -> Tensor:
+        parts = [
+            squared_distance(self.net.embed(windows[a : a + INFERENCE_BATCH]), self.center_)
+            for a in range(0, windows.shape[0], INFERENCE_BATCH)
+        ]
+        return torch.cat(parts).double()
+
     # -- scoring --------------------------------------------------------------------
+
+    def _embedder_ready(self) -> InferenceEmbedder:
+        if self._embedder is None:
+            self._embedder = build_embedder(self.net)  # BN folded: see model/inference.py
+        return self._embedder
+
+    def _terms(self, batch: Tensor, *, decode_all: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(z, ||z - c||^2, reconstruction or None) in eval mode, BatchNorm folded."""
+        z = self._embedder_ready()(batch)
+        d = squared_distance(z, self._module.center)
+        recon = self.net.decode(z) if decode_all and self.net.decoder is not None else None
+        return z, d, recon
 
     def _score_batch(
         self, batch: Tensor, *, with_channels: bool, channels_at: float = -math.inf
     ) -> tuple[Tensor, Tensor | None]:
-        if self._embedder is None:
-            self._embedder = build_embedder(self.net)  # BN folded: see model/inference.py
-        z = self._embedder(batch)
-        score = squared_distance(z, self._module.center)
-        if self.soft:
-            score = score - self._module.radius.pow(2)
+        product = self.product
+        if product and self.net.decoder is None:
+            features = self._embedder_ready().features(batch)
+            stats = self._module.score_stats
+            score = (self._mahalanobis(features) - stats[0]) / stats[1]
+            channels = self._gradient_channels(batch, score, channels_at) if with_channels else None
+            return score, channels
+        z, d, recon = self._terms(batch, decode_all=product)
+        if product:
+            stats = self._module.score_stats
+            score = (d.double() - stats[0]) / stats[1]
+            if recon is not None:
+                r = reconstruction_error(batch, recon).double()
+                score = score + (r - stats[2]) / stats[3]
+        else:
+            score = d - self._module.radius.pow(2) if self.soft else d
         channels = None
         if with_channels and self.net.decoder is None:
             channels = self._gradient_channels(batch, score, channels_at)
+        elif with_channels and recon is not None:
+            channels = channel_errors(batch, recon)
         elif with_channels and self.net.decoder is not None:
             # Decode only the windows that need attribution, from the z already computed
             # (eval-mode BatchNorm: rows are independent, so a subset decodes identically).
@@ -412,6 +534,31 @@ class SVDDDetector(NeuralDetector):
                 )
         return score, channels
 
+    @torch.no_grad()
+    def fit_score_stats(self, windows: Tensor) -> None:
+        """Median and robust scale of each product-score term on normal windows."""
+        self.module.eval()
+        chunks = range(0, windows.shape[0], INFERENCE_BATCH)
+        if self.net.decoder is None:
+            embedder = self._embedder_ready()
+            features = torch.cat(
+                [embedder.features(windows[a : a + INFERENCE_BATCH]).double() for a in chunks]
+            )
+            shrunk = LedoitWolf().fit(features.cpu().numpy())
+            self._module.feature_mean.copy_(torch.from_numpy(shrunk.location_))
+            self._module.feature_precision.copy_(torch.from_numpy(shrunk.precision_))
+            stats = [*_robust(self._mahalanobis(features)), 0.0, 1.0]
+        else:
+            ds, rs = [], []
+            for start in chunks:
+                batch = windows[start : start + INFERENCE_BATCH]
+                _, d, recon = self._terms(batch, decode_all=True)
+                ds.append(d.double())
+                if recon is not None:
+                    rs.append(reconstruction_error(batch, recon).double())
+            stats = [*_robust(torch.cat(ds)), *_robust(torch.cat(rs))]
+        self._module.score_stats.copy_(torch.tensor(stats, dtype=torch.float64))
+
     def _fit(
         self,
         train: F32,
@@ -420,13 +567,27 @@ class SVDDDetector(NeuralDetector):
         progress: ProgressCallback | None,
     ) -> dict[str, Any]:
         self._embedder = None
+        self._faulty = None
         self.warmup_epochs = config.warmup_epochs
         summary = super()._fit(train, validation, config, progress)
         if not torch.isfinite(self._module.center).all():
             msg = "the centre was not initialised; training did not run"
             raise TrainingError(msg)
+        self._embedder = None  # the kept weights and BatchNorm statistics
+        reference = validation if validation is not None and validation.shape[0] >= 2 else train
+        self.fit_score_stats(torch.from_numpy(np.ascontiguousarray(reference)).to(self.device))
+        self._faulty = None
         summary["radius"] = self.radius_
+        summary["score"] = self.score_mode
+        summary["score_stats"] = [float(v) for v in self._module.score_stats]
         return summary
+
+
+def _robust(values: Tensor) -> tuple[float, float]:
+    """(median, 1.4826 x median absolute deviation), the scale floored."""
+    med = float(values.median())
+    mad = float((values - med).abs().median()) * 1.4826
+    return med, max(mad, MIN_SCALE, 1e-9 * abs(med))
 
 
 def update_radius(distances: Tensor, nu: float) -> float:

@@ -243,6 +243,7 @@ def build_detector(
             lambda_rec=settings.lambda_rec,
             lambda_kl=settings.lambda_kl if info.uses_kl else 0.0,
             nu=settings.nu,
+            score=settings.score,
         )
     hidden: tuple[int, ...] = ()
     if info.dense == "deep_ae":

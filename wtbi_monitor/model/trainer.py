@@ -2,7 +2,15 @@
 
 Pretraining on the reconstruction loss, a hook to initialise the centre, joint training
 with Adam (AMSGrad, weight decay, optional MultiStepLR), a once-per-epoch hook (the soft
-boundary's radius), early stopping on the validation loss, and restoring the best state.
+boundary's radius), early stopping on a validation criterion, restoring the best state, and
+recomputing the BatchNorm statistics of the kept weights.
+
+Model selection (DEVIATION, docs/deviations.md): by default each epoch is judged by the
+detector's own label-free `validation_criterion` (e.g. validation reconstruction error),
+not by the joint loss. For IAE-LSTM-KL about 90 % of the joint loss is the KL term, whose
+scale has nothing to do with detection: early stopping on it kept the worst epoch (the
+SVDD AUROC fell from 0.77 after pretraining to 0.015 at joint epoch 0, the one kept).
+`training.early_stopping = "loss"` restores the paper's behaviour.
 The loop knows nothing about SVDD or autoencoders: the detector supplies the losses through
 the `Trainable` protocol. Progress is reported through a callback so this module does no
 I/O (the command line draws the progress bar).
@@ -39,6 +47,7 @@ class FitConfig:
     warmup_epochs: int = 10
     patience: int = 8
     seed: int = 0
+    early_stopping: str = "auto"  # "auto": the detector's criterion; "loss": the joint loss
 
     @classmethod
     def from_settings(cls, s: TrainingSettings) -> FitConfig:
@@ -55,6 +64,7 @@ class FitConfig:
             warmup_epochs=s.warmup_epochs,
             patience=s.patience,
             seed=s.seed,
+            early_stopping=s.early_stopping,
         )
 
 
@@ -68,6 +78,7 @@ class EpochRecord:
     validation_loss: float | None
     parts: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    selection: float | None = None  # the early-stopping criterion (lower is better)
 
 
 ProgressCallback = Callable[[EpochRecord], None]
@@ -113,6 +124,13 @@ class Trainable(Protocol):
 
     def end_epoch(self, epoch: int, distances: Tensor | None) -> None:
         """Called after each joint epoch with that epoch's training distances."""
+        ...
+
+    def validation_criterion(self, windows: Tensor) -> float | None:
+        """Label-free model-selection criterion on validation windows (lower is better).
+
+        None selects on the joint loss instead.
+        """
         ...
 
 
@@ -221,15 +239,27 @@ class Trainer:
             train_loss = total / max(count, 1)
             _check_finite(train_loss, "training", epoch)
             val_loss = self.evaluate(model, validation) if validation is not None else None
+            criterion = None
+            if validation is not None and cfg.early_stopping == "auto":
+                criterion = self._criterion(model, validation)
             parts = {k: v / max(count, 1) for k, v in part_sums.items()}
             self._emit(
-                EpochRecord("train", epoch, train_loss, val_loss, parts, time.perf_counter() - t0),
+                EpochRecord(
+                    "train",
+                    epoch,
+                    train_loss,
+                    val_loss,
+                    parts,
+                    time.perf_counter() - t0,
+                    criterion,
+                ),
                 history,
             )
-            if epoch < model.monitor_from_epoch:
+            if criterion is None and epoch < model.monitor_from_epoch:
                 best_state = copy.deepcopy(module.state_dict())
                 continue
-            monitored = val_loss if val_loss is not None else train_loss
+            monitored = criterion if criterion is not None else val_loss
+            monitored = monitored if monitored is not None else train_loss
             if monitored < best_loss:
                 best_loss, best_state, stale = monitored, copy.deepcopy(module.state_dict()), 0
             else:
@@ -237,8 +267,19 @@ class Trainer:
                 if stale >= cfg.patience:
                     break
         module.load_state_dict(best_state)
+        refresh_batchnorm(model, train, cfg.batch_size)
         module.eval()
         return history
+
+    @torch.no_grad()
+    def _criterion(self, model: Trainable, windows: Tensor) -> float | None:
+        module = model.module
+        was_training = module.training
+        module.eval()
+        try:
+            return model.validation_criterion(windows)
+        finally:
+            module.train(was_training)
 
     @torch.no_grad()
     def evaluate(self, model: Trainable, windows: Tensor) -> float:
@@ -253,3 +294,32 @@ class Trainer:
             count += batch.shape[0]
         module.train(was_training)
         return total / max(count, 1)
+
+
+@torch.no_grad()
+def refresh_batchnorm(model: Trainable, train: Tensor, batch_size: int) -> None:
+    """Recompute every BatchNorm's running statistics for the current (kept) weights.
+
+    The running averages of the kept epoch were accumulated while its weights were still
+    changing, so eval-mode scoring used statistics that lag the weights it scores with. A
+    pass over the training windows with cumulative averaging (momentum None) and no weight
+    update gives the exact population statistics of the kept network.
+    """
+    module = model.module
+    batch_norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+    norms = [m for m in module.modules() if isinstance(m, batch_norms)]
+    if not norms:
+        return
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    module.train()
+    size = max(batch_size, 256)
+    for start in range(0, train.shape[0], size):
+        batch = train[start : start + size]
+        if batch.shape[0] >= 2:
+            model.joint_loss(batch)
+    for m, momentum in zip(norms, saved, strict=True):
+        m.momentum = momentum
+    module.eval()

@@ -4,6 +4,7 @@ The batch path (`window_series`) and the streaming path (`StreamState`) share on
 smoothing kernel and give identical windows and timestamps.
 """
 
+from wtbi_monitor.preprocessing.derived import DerivedChannels
 from wtbi_monitor.preprocessing.scaling import MinMaxScaler
 from wtbi_monitor.preprocessing.segments import (
     check_strictly_increasing,
@@ -16,6 +17,7 @@ from wtbi_monitor.preprocessing.validity import ValidRanges
 from wtbi_monitor.preprocessing.windows import WindowedSeries, concat_series, window_series
 
 __all__ = [
+    "DerivedChannels",
     "MinMaxScaler",
     "StreamState",
     "StreamWindows",

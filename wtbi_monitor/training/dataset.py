@@ -16,12 +16,14 @@ from wtbi_monitor.config import PreprocessingSettings
 from wtbi_monitor.data.wtbi import TurbineFrame
 from wtbi_monitor.domain import Label
 from wtbi_monitor.preprocessing import (
+    DerivedChannels,
     MinMaxScaler,
     ValidRanges,
     WindowedSeries,
     concat_series,
     window_series,
 )
+from wtbi_monitor.preprocessing.derived import available
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class LabelledWindows:
         label: int8 (W,), label of each window's newest sample.
         touches_unknown: bool (W,), some raw row of the window is UNKNOWN.
         all_normal: bool (W,), every raw row of the window is NORMAL.
+        rows_out_of_range: readings dropped as sensor faults before windowing.
+        derived: the derived channels the windows hold after the source ones (or None).
     """
 
     series: WindowedSeries
@@ -42,6 +46,7 @@ class LabelledWindows:
     touches_unknown: NDArray[np.bool_]
     all_normal: NDArray[np.bool_]
     rows_out_of_range: int = 0
+    derived: DerivedChannels | None = None
 
     def __len__(self) -> int:
         return len(self.series)
@@ -55,6 +60,7 @@ class LabelledWindows:
             self.touches_unknown[index],
             self.all_normal[index],
             self.rows_out_of_range,
+            self.derived,
         )
 
     @property
@@ -120,18 +126,40 @@ def drop_out_of_range(
     return out, dropped
 
 
+def fit_derived(frames: list[TurbineFrame], pre: PreprocessingSettings) -> DerivedChannels:
+    """The configured derived channels whose sources exist, fitted on NORMAL readings."""
+    names = available(pre.derived, pre.channels)
+    if not names:
+        return DerivedChannels.none(pre.channels)
+    frames, _ = drop_out_of_range(frames, pre)
+    normal = [(f.turbine_id, f.values[f.labels == Label.NORMAL]) for f in frames]
+    return DerivedChannels.fit(names, pre.channels, normal)
+
+
 def build_windows(
-    frames: list[TurbineFrame], pre: PreprocessingSettings, *, stride: int | None = None
+    frames: list[TurbineFrame],
+    pre: PreprocessingSettings,
+    *,
+    stride: int | None = None,
+    derived: DerivedChannels | None = None,
 ) -> LabelledWindows:
-    """Drop out-of-range readings, then segment, smooth and window every turbine; label."""
+    """Windows of every turbine, labelled: the batch path.
+
+    Out-of-range readings are dropped, derived channels appended (without `derived` the
+    windows hold the source channels only), then each turbine is segmented, smoothed and
+    windowed.
+    """
     frames, out_of_range = drop_out_of_range(frames, pre)
     parts, labels = [], []
     offset = 0
     for k, frame in enumerate(frames):
+        values = frame.values
+        if derived is not None:
+            values = derived.apply(frame.turbine_id, values)
         parts.append(
             window_series(
                 frame.times_ms,
-                frame.values,
+                values,
                 frame.groups,
                 smoothing_length=pre.smoothing_length,
                 window_length=pre.window_length,
@@ -159,6 +187,7 @@ def build_windows(
         touches_unknown=(unknown[last] - unknown[first]) > 0,
         all_normal=(not_normal[last] - not_normal[first]) == 0,
         rows_out_of_range=out_of_range,
+        derived=derived,
     )
 
 

@@ -11,31 +11,49 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
-from wtbi_monitor.config import Settings
+from wtbi_monitor.config import Settings, TrainingSettings
 from wtbi_monitor.data.wtbi import TurbineFrame
+from wtbi_monitor.domain import Label
 from wtbi_monitor.errors import TrainingError
 from wtbi_monitor.logs import get_logger
 from wtbi_monitor.model import Bundle, FitConfig, build_detector, parse_member, resolve_device
 from wtbi_monitor.model.bundle import build_manifest
+from wtbi_monitor.model.classical import RULE_CHANNELS, PowerCurveRuleDetector
+from wtbi_monitor.model.detector import Detector
 from wtbi_monitor.model.trainer import ProgressCallback
-from wtbi_monitor.training.dataset import LabelledWindows, build_windows, scaled_windows, subsample
-from wtbi_monitor.training.splits import cut, farm_span
+from wtbi_monitor.preprocessing import DerivedChannels, MinMaxScaler
+from wtbi_monitor.training.dataset import (
+    LabelledWindows,
+    build_windows,
+    drop_out_of_range,
+    fit_derived,
+    scaled_windows,
+    subsample,
+)
+from wtbi_monitor.training.splits import cut, farm_span, interleaved
 
 log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
 class TrainingData:
-    """Normal windows for fitting and for validation/calibration."""
+    """Normal windows for fitting and for validation/calibration.
+
+    `derived`: the derived input channels fitted on the training readings (the windows
+    already hold them, after the source channels).
+    """
 
     train: LabelledWindows
     validation: LabelledWindows
     description: dict[str, Any]
+    derived: DerivedChannels | None = None
 
 
 def prepare_training_data(
@@ -44,6 +62,7 @@ def prepare_training_data(
     settings: Settings,
     *,
     assume_normal: bool = False,
+    derived: DerivedChannels | None = None,
 ) -> TrainingData:
     """Window both periods and keep their all-NORMAL windows.
 
@@ -53,13 +72,20 @@ def prepare_training_data(
         settings: the settings tree.
         assume_normal: treat UNKNOWN rows as NORMAL (for unlabelled history believed to be
             free of icing); icing rows are still excluded.
+        derived: derived channels already fitted (e.g. shared by an evaluation); fitted on
+            the training frames' normal readings when None.
     """
     pre = settings.preprocessing
     if assume_normal:
         train_frames = [_unknown_as_normal(f) for f in train_frames]
         validation_frames = [_unknown_as_normal(f) for f in validation_frames]
-    train = build_windows(train_frames, pre).normal_only()
-    validation = build_windows(validation_frames, pre).normal_only()
+    if derived is None:
+        derived = fit_derived(train_frames, pre)
+    if set(derived.names) != set(pre.derived):
+        skipped = [n for n in pre.derived if n not in derived.names]
+        log.info("derived_channels_skipped", channels=skipped, reason="source channels absent")
+    train = build_windows(train_frames, pre, derived=derived).normal_only()
+    validation = build_windows(validation_frames, pre, derived=derived).normal_only()
     if len(train) < settings.training.min_train_windows:
         msg = (
             f"only {len(train)} all-normal training windows (need "
@@ -75,6 +101,7 @@ def prepare_training_data(
         raise TrainingError(msg)
     start, end = farm_span(train_frames)
     v_start, v_end = farm_span(validation_frames)
+    coverage = training_coverage([*train_frames, *validation_frames], settings, warn=True)
     description = {
         "turbines": [f.turbine_id for f in train_frames],
         "train_period": [start, end],
@@ -82,8 +109,82 @@ def prepare_training_data(
         "train_windows_available": len(train),
         "validation_windows_available": len(validation),
         "assume_normal": assume_normal,
+        "derived_channels": list(derived.names),
+        "coverage": coverage,
     }
-    return TrainingData(train, validation, description)
+    return TrainingData(train, validation, description, derived)
+
+
+#: A history with less normal operation below 0 C than this cannot show the model what
+#: cold ice-free operation looks like (air density, stops of other causes in the cold).
+MIN_COLD_NORMAL_HOURS = 24.0
+
+
+def training_coverage(
+    frames: list[TurbineFrame], settings: Settings, *, warn: bool = False
+) -> dict[str, Any]:
+    """What the NORMAL readings of a training history cover (recorded in the manifest).
+
+    Turbines, period, readings, ambient temperature (range, quantiles, hours below 0 C) and
+    wind speed (range). With `warn`, logs a warning when the history cannot represent cold
+    ice-free operation; the warnings are also returned.
+    """
+    pre = settings.preprocessing
+    frames, _ = drop_out_of_range(frames, pre)
+    normal = [f.labels == Label.NORMAL for f in frames]
+    rows = sum(int(m.sum()) for m in normal)
+    starts = [int(f.times_ms[0]) for f in frames if len(f)]
+    ends = [int(f.times_ms[-1]) for f in frames if len(f)]
+    out: dict[str, Any] = {
+        "turbines": sorted({f.turbine_id for f in frames}),
+        "period": [format_iso(min(starts)), format_iso(max(ends))] if starts else None,
+        "normal_readings": rows,
+        "warnings": [],
+    }
+
+    def column(name: str) -> NDArray[np.float64] | None:
+        if name not in pre.channels or rows == 0:
+            return None
+        k = pre.channels.index(name)
+        return np.concatenate([f.values[m, k] for f, m in zip(frames, normal, strict=True)])
+
+    temp = column(settings.alarm.temperature_channel)
+    if temp is not None:
+        step_h = (
+            float(np.median(np.diff(frames[0].times_ms))) / 3_600_000 if len(frames[0]) > 1 else 0
+        )
+        q = np.quantile(temp, [0.0, 0.01, 0.5, 0.99, 1.0])
+        cold_hours = float((temp < 0.0).sum()) * step_h
+        out["temperature_c"] = {
+            "min": float(q[0]),
+            "p1": float(q[1]),
+            "median": float(q[2]),
+            "p99": float(q[3]),
+            "max": float(q[4]),
+        }
+        out["normal_hours_below_0c"] = round(cold_hours, 1)
+        if cold_hours < MIN_COLD_NORMAL_HOURS:
+            out["warnings"].append(
+                f"only {cold_hours:.1f} h of normal operation below 0 C (coldest normal "
+                f"reading {q[0]:.2f} C): the data cannot represent cold ice-free operation, "
+                "so every cold window will look anomalous; train on a history with a winter"
+            )
+    wind = column("wind_speed")
+    if wind is not None:
+        out["wind_ms"] = {
+            "min": float(wind.min()),
+            "p99": float(np.quantile(wind, 0.99)),
+            "max": float(wind.max()),
+        }
+    if warn:
+        for text in out["warnings"]:
+            log.warning("training_coverage", detail=text)
+    return out
+
+
+def format_iso(time_ms: int) -> str:
+    """UTC ISO time of epoch milliseconds (second precision)."""
+    return datetime.fromtimestamp(time_ms / 1000, tz=UTC).isoformat(timespec="seconds")
 
 
 def _unknown_as_normal(frame: TurbineFrame) -> TurbineFrame:
@@ -128,10 +229,12 @@ def fit_member(
     # Networks draw their initial weights when built: seed first, or a member's weights
     # (and results) would depend on whatever ran before it in the process.
     torch.manual_seed(tr.seed)
+    derived = data.derived or DerivedChannels.none(pre.channels)
+    channels = derived.channels
     detector = build_detector(
-        parsed, settings.model, window_length=pre.window_length, n_channels=len(pre.channels)
+        parsed, settings.model, window_length=pre.window_length, n_channels=len(channels)
     ).to(device)
-    detector.bind_scaler(scaler.minimum, scaler.maximum, pre.channels)
+    detector.bind_scaler(scaler.minimum, scaler.maximum, channels)
     log.info(
         "training",
         member=parsed.label,
@@ -143,8 +246,10 @@ def fit_member(
     t0 = time.perf_counter()
     detector.fit(x_train, x_val, FitConfig.from_settings(tr), progress)
     fit_seconds = time.perf_counter() - t0
-    threshold = detector.calibrate(x_val, tr.target_fpr)
+    groups = data.validation.series.window_turbine[val_idx].astype(np.int32)
+    threshold = detector.calibrate(x_val, tr.target_fpr, groups)
     val_scores = detector.calibration_scores_
+    rule = fit_rule(detector, x_train, scaler, channels, pre.window_length)
     epochs = detector.training_summary_.get("epochs", [])
     last_val = next(
         (e["validation_loss"] for e in reversed(epochs) if e.get("validation_loss") is not None),
@@ -177,6 +282,9 @@ def fit_member(
         preprocessing=pre,
         training=training,
         validation=validation,
+        derived=derived,
+        rule=rule,
+        calibration_turbines=data.validation.turbine_ids,
     )
     manifest["model_settings"] = settings.model.model_dump(mode="json")
     if tuning is not None:
@@ -190,10 +298,43 @@ def fit_member(
     )
 
 
+def fit_rule(
+    detector: Detector,
+    x_train: NDArray[np.float32],
+    scaler: MinMaxScaler,
+    channels: tuple[str, ...],
+    window_length: int,
+) -> PowerCurveRuleDetector | None:
+    """The IEA Task 19 rule fitted on the same training windows (alarm evidence).
+
+    Kept beside the model for `alarm.policy`; None when the rule's channels are absent.
+    """
+    if isinstance(detector, PowerCurveRuleDetector):
+        return detector
+    if not all(c in channels for c in RULE_CHANNELS):
+        return None
+    rule = PowerCurveRuleDetector(window_length, len(channels))
+    rule.bind_scaler(scaler.minimum, scaler.maximum, channels)
+    try:
+        rule.fit(x_train)
+    except TrainingError as exc:
+        log.warning("rule_not_fitted", detail=str(exc))
+        return None
+    return rule
+
+
 def split_history(
-    frames: list[TurbineFrame], validation_fraction: float
+    frames: list[TurbineFrame], training: TrainingSettings
 ) -> tuple[list[TurbineFrame], list[TurbineFrame]]:
-    """Cut history into an earlier training part and a later validation tail (farm-wide)."""
+    """Cut history into training and validation parts (farm-wide, `training.validation_*`).
+
+    `blocks` (default): every k-th block of `validation_block_hours` validates, so the
+    validation windows (early stopping, score statistics, the threshold) come from every
+    season of the history; `tail`: the newest share validates.
+    """
+    if training.validation_split == "blocks":
+        block_ms = round(training.validation_block_hours * 3_600_000)
+        return interleaved(frames, training.validation_fraction, block_ms)
     start, end = farm_span(frames)
-    cut_ms = start + round((end - start) * (1.0 - validation_fraction))
+    cut_ms = start + round((end - start) * (1.0 - training.validation_fraction))
     return cut(frames, None, cut_ms), cut(frames, cut_ms, None)

@@ -29,6 +29,7 @@ from sklearn.metrics import roc_auc_score
 from wtbi_monitor.config import Settings
 from wtbi_monitor.logs import get_logger
 from wtbi_monitor.model import Bundle, parse_member
+from wtbi_monitor.model.faults import synthetic_faults
 from wtbi_monitor.model.registry import FAMILIES
 from wtbi_monitor.training.train import TrainingData, fit_member
 
@@ -43,7 +44,6 @@ SVDD_GRID: dict[str, tuple[float, ...]] = {
 }
 #: The grid for other neural members: the learning rate only.
 DEFAULT_GRID: dict[str, tuple[float, ...]] = {"training.learning_rate": (1e-4, 3e-4, 1e-3)}
-FAULT_CHANNELS = 3
 
 
 @dataclass
@@ -71,27 +71,6 @@ def grid_for(member: str) -> dict[str, tuple[float, ...]]:
     """The search space of a member."""
     info = FAMILIES[parse_member(member).family]
     return SVDD_GRID if info.kind == "svdd" else DEFAULT_GRID
-
-
-def synthetic_faults(windows: NDArray[np.float32], seed: int) -> NDArray[np.float32]:
-    """A copy of scaled windows with a generic fault on three random channels each."""
-    rng = np.random.default_rng(seed)
-    out = windows.copy()
-    n, _, channels = out.shape
-    kinds = rng.integers(0, 4, size=(n,))
-    for i in range(n):
-        cols = rng.permutation(channels)[: min(FAULT_CHANNELS, channels)]
-        block = out[i][:, cols]
-        if kinds[i] == 0:  # offset
-            block += 0.25 if rng.random() < 0.5 else -0.25
-        elif kinds[i] == 1:  # frozen sensor
-            block[:] = block[0]
-        elif kinds[i] == 2:  # noise
-            block += rng.normal(0.0, 0.1, size=block.shape).astype(np.float32)
-        else:  # halved
-            block *= 0.5
-        out[i][:, cols] = np.clip(block, 0.0, 1.0)
-    return out
 
 
 def apply_values(settings: Settings, values: dict[str, float]) -> Settings:
@@ -128,7 +107,9 @@ def tune_member(
     chosen = chosen[: max(1, budget)]
 
     half = len(data.validation) // 2
-    early = TrainingData(data.train, data.validation.select(np.arange(half)), data.description)
+    early = TrainingData(
+        data.train, data.validation.select(np.arange(half)), data.description, data.derived
+    )
     held = data.validation.select(np.arange(half, len(data.validation)))
     rng = np.random.default_rng(seed + 1)
     pick = np.sort(rng.choice(len(held), size=min(len(held), 2000), replace=False))
