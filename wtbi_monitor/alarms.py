@@ -570,6 +570,37 @@ def window_inputs(
     )
 
 
+def gates_open(
+    channel_means: NDArray[np.float64],
+    channels: tuple[str, ...],
+    settings: AlarmSettings,
+    max_power: float | None,
+) -> NDArray[np.bool_]:
+    """(n,) True for windows that no gate would stop from raising (vectorised `_gate`).
+
+    Thresholds are calibrated on such windows: the tail that matters is the one an alarm
+    can come from (a maintenance stop on a warm day is gated, a stop in the frost is not).
+    """
+    (t, p, w), flags = gate_columns(channels, settings)
+    n = channel_means.shape[0]
+    open_: NDArray[np.bool_] = np.ones(n, dtype=np.bool_)
+    if settings.temperature_gate_c is not None and t is not None:
+        open_ &= ~(channel_means[:, t] > settings.temperature_gate_c)
+    if (
+        settings.stopped_power_share is not None
+        and max_power is not None
+        and p is not None
+        and w is not None
+    ):
+        calm = (channel_means[:, p] < settings.stopped_power_share * max_power) & (
+            channel_means[:, w] < settings.stopped_wind_ms
+        )
+        open_ &= ~calm
+    if flags:
+        open_ &= ~np.any(channel_means[:, flags] > 0.5, axis=1)
+    return open_
+
+
 def gate_columns(
     channels: tuple[str, ...], settings: AlarmSettings
 ) -> tuple[tuple[int | None, int | None, int | None], list[int]]:

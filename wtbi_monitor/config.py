@@ -153,6 +153,12 @@ class ModelSettings(_Section):
         default="product",
         description="SVDD family: product (standardised distance + reconstruction) or paper",
     )
+    physics_weight: float = Field(
+        default=1.0,
+        ge=0,
+        description="weight of the standardised power deficit (power_residual) added to the "
+        "standardised model score; 0 = the model alone",
+    )
     toll_beta: float = Field(default=0.01, ge=0, description="Toll latent-norm weight")
     vae_beta: float = Field(default=1.0, ge=0, description="VAE weight of the KL term")
     memae_items: int = Field(default=100, ge=2, description="MemAE memory size")
@@ -362,7 +368,7 @@ class EvaluationSettings(_Section):
     )
     timeline_turbines: int = Field(default=2, ge=0, description="turbines drawn in timelines")
     single_channels: tuple[str, ...] = Field(
-        default=("environment_tmp", "power", "wind_speed", "acc_x"),
+        default=("environment_tmp", "power", "power_residual", "wind_speed", "acc_x"),
         description="channels of the single-channel oracle detectors in the report",
     )
 
@@ -386,6 +392,8 @@ _TABLE_III = (
     "iaead:soft",
     "iae_lstm_kl:hard",
     "iae_lstm_kl:soft",
+    "iae_lstm_kl:hard@paper",
+    "iae_lstm_kl:soft@paper",
     "toll",
     "ae",
     "deep_ae",
@@ -413,7 +421,17 @@ _ABLATIONS = (
 class BenchmarkSettings(_Section):
     """`wtbi-monitor benchmark`: the whole family over several seeds (docs/results.md)."""
 
-    seeds: tuple[int, ...] = Field(default=(0, 1, 2), description="training seeds per member")
+    title: str = Field(default="the wtbi profile (7 s, 26 channels)", description="page title")
+    seeds: tuple[int, ...] = Field(
+        default=(0, 1, 2), description="training seeds per member (time-ordered protocol)"
+    )
+    paper_seeds: tuple[int, ...] = Field(
+        default=(0,), description="training seeds of the paper protocol (leaky, for Table III)"
+    )
+    budgets: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="member -> training settings for its fits (e.g. more windows and epochs)",
+    )
     members: tuple[str, ...] = Field(
         default=_TABLE_III, description="members of the main tables (paper Table III and more)"
     )

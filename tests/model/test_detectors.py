@@ -122,3 +122,25 @@ def test_channel_errors_only_where_needed_match_the_full_computation(score):
         assert not part.channel_error[~hot].any()
     else:
         np.testing.assert_allclose(part.channel_error, full.channel_error, rtol=1e-5)
+
+
+def test_physics_fusion_adds_the_standardised_power_deficit(tiny_windows):
+    """Fused score = standardised model score + weight x standardised deficit of the
+    power-residual input (here: channel 2 stands in for it), fixed on validation windows."""
+    train, held_out = tiny_windows
+    detector = fit_small("cae", train, held_out)
+    raw = detector.score(held_out)
+    detector.fit_fusion(held_out, physics_index=2, weight=2.0)
+    assert detector.fusion_stats_ is not None
+    sm, ss, pm, ps, w = detector.fusion_stats_
+    deficit = -held_out[:, :, 2].mean(axis=1, dtype=np.float64)
+    expected = (raw - sm) / ss + w * (deficit - pm) / ps
+    np.testing.assert_allclose(detector.score(held_out), expected, rtol=1e-9, atol=1e-9)
+    assert abs(np.median(detector.score(held_out))) < 1.0
+    # a window producing less than usual on that channel scores higher
+    low = held_out[:20].copy()
+    low[:, :, 2] -= 0.3
+    assert np.all(detector.score(low) > detector.score(held_out[:20]))
+    # weight 0 switches it off
+    detector.fit_fusion(held_out, physics_index=2, weight=0.0)
+    np.testing.assert_array_equal(detector.score(held_out), raw)

@@ -172,9 +172,8 @@ def test_the_paper_score_is_the_distance_and_stays_selectable(
     training_data: TrainingData, settings: Settings, held_out_raw
 ) -> None:
     """model.score = "paper": ||z - c||^2 - R^2 (soft), exactly as the paper's eq. 17."""
-    paper = settings.model_copy(
-        update={"model": settings.model.model_copy(update={"score": "paper"})}
-    )
+    model = settings.model.model_copy(update={"score": "paper", "physics_weight": 0.0})
+    paper = settings.model_copy(update={"model": model})
     bundle = fit_member("iae_lstm_kl:soft", training_data, paper)
     detector = bundle.detector
     assert isinstance(detector, SVDDDetector)

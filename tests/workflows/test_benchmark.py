@@ -70,8 +70,9 @@ def test_benchmark_fills_every_row_and_resumes_from_its_cache(farm, frames, tmp_
     cache = Cache(tmp_path / "cells.jsonl")
     run = BenchmarkRun(frames, read_episodes(farm / "episodes.json"), settings, cache, tmp_path)
     cells = plan(settings)
-    # 3 members x 2 seeds x 2 protocols + 2 contamination levels
-    assert len(cells) == 14
+    # 3 members x 2 seeds time-ordered + 3 members x 1 paper seed + 2 contamination levels
+    assert len(cells) == 11
+    assert sum(c.protocol == "paper" for c in cells) == 3
     records = list(run_benchmark(run, cells))
     assert len(records) == len(cells)
     assert {r["key"] for r in records} == {c.key for c in cells}

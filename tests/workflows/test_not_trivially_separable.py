@@ -35,9 +35,14 @@ def test_single_channels_do_not_give_icing_away_and_a_multichannel_model_sees_mo
         cut(frames, split.validation_start_ms, split.test_start_ms),
         settings,
     )
-    test = build_windows(cut(frames, split.test_start_ms, None), settings.preprocessing, stride=4)
+    test = build_windows(
+        cut(frames, split.test_start_ms, None),
+        settings.preprocessing,
+        stride=4,
+        derived=data.derived,  # the model's inputs include the derived physics channels
+    )
     test = test.select(test.evaluable)
-    channels = settings.preprocessing.channels
+    channels = list(data.derived.channels if data.derived else settings.preprocessing.channels)
     assert (test.label == Label.ICING).sum() > 1000
     cold = window_channel_means(test)[:, channels.index("environment_tmp")] < 2.0
     bundle = fit_member("iforest", data, settings)

@@ -67,19 +67,36 @@ class Cell:
         return self.member + (" (tuned)" if self.tuned else "")
 
 
+#: The paper's variant of a member ("iae_lstm_kl:soft@paper"): its score, model selection
+#: and input clipping as the paper has them (configs/paper.toml), on the same inputs.
+PAPER_VARIANT = "@paper"
+PAPER_SETTINGS: dict[str, dict[str, Any]] = {
+    "model": {"score": "paper", "physics_weight": 0.0},
+    "training": {"early_stopping": "loss", "scale_margin": 0.0},
+}
+
+
+def split_variant(member: str) -> tuple[str, bool]:
+    """(family member, is the paper variant)."""
+    if member.endswith(PAPER_VARIANT):
+        return member.removesuffix(PAPER_VARIANT), True
+    return member, False
+
+
 def plan(settings: Settings) -> list[Cell]:
     """Every cell of a full benchmark, cheapest tables first."""
     b = settings.benchmark
     cells: list[Cell] = []
-    for seed in sorted(set(b.seeds) | set(b.ablation_seeds)):
+    for seed in sorted(set(b.seeds) | set(b.ablation_seeds) | set(b.paper_seeds)):
         members = [*(b.members if seed in b.seeds else ())]
         members += [m for m in b.ablations if seed in b.ablation_seeds and m not in members]
-        for member in members:
-            cells.append(Cell("time_ordered", member, seed))
-            cells.append(Cell("paper", member, seed))
+        cells += [Cell("time_ordered", member, seed) for member in members]
+        if seed in b.paper_seeds:
+            cells += [Cell("paper", member, seed) for member in b.members]
         for member in b.tune_members:
             cells.append(Cell("time_ordered", member, seed, tuned=True))
-            cells.append(Cell("paper", member, seed, tuned=True))
+            if seed in b.paper_seeds:
+                cells.append(Cell("paper", member, seed, tuned=True))
     cells += [
         Cell("contamination", member, seed, share)
         for seed in b.contamination_seeds
@@ -136,10 +153,21 @@ def contaminated_data(
     return TrainingData(train, clean.validation, description, clean.derived)
 
 
-def _cell_settings(settings: Settings, seed: int, tuned: dict[str, float] | None) -> Settings:
-    out = settings.model_copy(
-        update={"training": settings.training.model_copy(update={"seed": seed})}
-    )
+def _cell_settings(
+    settings: Settings, member: str, seed: int, tuned: dict[str, float] | None
+) -> Settings:
+    """The settings of one cell: its seed, its member's budget, its variant, tuned values."""
+    base, paper = split_variant(member)
+    budget = {
+        **settings.benchmark.budgets.get(base, {}),
+        **settings.benchmark.budgets.get(member, {}),
+        "seed": seed,
+    }
+    update: dict[str, Any] = {"training": settings.training.model_copy(update=budget)}
+    if paper:
+        update["model"] = settings.model.model_copy(update=PAPER_SETTINGS["model"])
+        update["training"] = update["training"].model_copy(update=PAPER_SETTINGS["training"])
+    out = settings.model_copy(update=update)
     return apply_values(out, tuned) if tuned else out
 
 
@@ -153,6 +181,8 @@ def _record(cell: Cell, result: MemberResult, extra: Record | None = None) -> Re
         "tuned": cell.tuned,
         "auroc": result.window.get("auroc"),
         "auprc": result.window.get("auprc"),
+        "auroc_below_2c": result.window.get("auroc_below_2c"),
+        "auprc_below_2c": result.window.get("auprc_below_2c"),
         "events": result.events,
         "fit_seconds": round(result.fit_seconds, 2),
         "scoring_windows_per_s": round(result.scoring_windows_per_s, 1),
@@ -256,7 +286,7 @@ def _tuned_values(run: BenchmarkRun, member: str) -> dict[str, float]:
     key = f"tuning|{member}"
     if key not in run.cache:
         case = run.time_case()
-        settings = _cell_settings(run.settings, 0, None)
+        settings = _cell_settings(run.settings, member, 0, None)
         t0 = time.perf_counter()
         result = tune_member(
             member,
@@ -280,23 +310,24 @@ def _tuned_values(run: BenchmarkRun, member: str) -> dict[str, float]:
 def run_cell(run: BenchmarkRun, cell: Cell) -> Record:
     """Evaluate one cell (no caching here)."""
     tuned = _tuned_values(run, cell.member) if cell.tuned else None
-    settings = _cell_settings(run.settings, cell.seed, tuned)
+    settings = _cell_settings(run.settings, cell.member, cell.seed, tuned)
+    member, _ = split_variant(cell.member)
     if cell.protocol == "paper":
-        protocol = evaluate_paper(run.frames, [cell.member], settings, windows=run.paper_windows())
+        protocol = evaluate_paper(run.frames, [member], settings, windows=run.paper_windows())
         return _record(cell, protocol.members[0], {"tuning": tuned})
     case = run.time_case()
     if cell.protocol == "contamination":
         data = contaminated_data(case, settings, cell.contamination, cell.seed)
         shared = TimeOrderedCase(**{**case.__dict__, "data": data})
         protocol = evaluate_time_ordered(
-            run.frames, [cell.member], settings, case=shared, timeline_turbines=0
+            run.frames, [member], settings, case=shared, timeline_turbines=0
         )
         actual = data.description.get("contamination", 0.0)
         return _record(cell, protocol.members[0], {"contamination_actual": actual})
     plot = cell.seed == 0 and cell.member in run.settings.benchmark.timeline_members
     protocol = evaluate_time_ordered(
         run.frames,
-        [cell.member],
+        [member],
         settings,
         case=case,
         timeline_turbines=None if plot else 0,
@@ -304,7 +335,7 @@ def run_cell(run: BenchmarkRun, cell: Cell) -> Record:
     result = protocol.members[0]
     extra: Record = {"tuning": tuned}
     if plot and not cell.tuned:
-        slug = cell.member.replace(":", "-").replace("+", "-")
+        slug = cell.member.replace(":", "-").replace("+", "-").replace("@", "-")
         plot_timeline(
             result,
             {f.turbine_id: f for f in case.test_frames},
@@ -341,6 +372,7 @@ def run_benchmark(
             continue
         t0 = time.perf_counter()
         record = run_cell(run, cell)
+        record["seconds"] = round(time.perf_counter() - t0, 1)
         run.cache.add(record)
         if on_cell is not None:
             on_cell(cell, record, time.perf_counter() - t0)

@@ -94,6 +94,12 @@ class EventResult:
     alarms: list[AlarmInterval] = field(default_factory=list)
     episode_detail: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def alarms_per_detected_episode(self) -> float | None:
+        """Distinct alarms overlapping each detected episode, averaged (1.0: no chatter)."""
+        counts = [len(e["alarm_ids"]) for e in self.episode_detail if e.get("detected")]
+        return float(np.mean(counts)) if counts else None
+
     def summary(self) -> dict[str, Any]:
         """The numbers a report shows."""
         days = self.normal_turbine_days
@@ -102,6 +108,7 @@ class EventResult:
             "episodes_detected": self.detected,
             "detected_fraction": self.detected / self.episodes if self.episodes else None,
             "median_delay_min": float(np.median(self.delays_min)) if self.delays_min else None,
+            "alarms_per_detected_episode": self.alarms_per_detected_episode,
             "alarms": len(self.alarms),
             "false_alarms": self.false_alarms,
             "false_alarms_per_turbine_day": self.false_alarms / days if days > 0 else None,

@@ -150,10 +150,26 @@ def window_channel_means(windows: LabelledWindows) -> NDArray[np.float64]:
     return means
 
 
+#: Window metrics are also reported on windows colder than this (window mean, C): the
+#: windows where icing is possible, and where ambient temperature alone is weak.
+COLD_BELOW_C = 2.0
+
+
+def cold_mask(
+    windows: LabelledWindows, channels: tuple[str, ...], temperature: str = "environment_tmp"
+) -> NDArray[np.bool_] | None:
+    """Windows whose mean ambient temperature is below COLD_BELOW_C (None: no channel)."""
+    if temperature not in channels:
+        return None
+    means = window_channel_means(windows)
+    out: NDArray[np.bool_] = means[:, channels.index(temperature)] < COLD_BELOW_C
+    return out
+
+
 def single_channel_aurocs(
     windows: LabelledWindows, channels: tuple[str, ...], names: tuple[str, ...]
 ) -> dict[str, dict[str, Any]]:
-    """ORACLE single-channel detectors.
+    """ORACLE single-channel detectors, on all windows and on windows below +2 C.
 
     Each is the window mean of one channel, in whichever direction separates better ON THE
     TEST LABELS: an upper bound on any one-channel threshold rule. If a multichannel model
@@ -161,17 +177,26 @@ def single_channel_aurocs(
     """
     ev = windows.select(windows.evaluable)
     means = window_channel_means(ev)
+    cold = cold_mask(ev, channels)
     out: dict[str, dict[str, Any]] = {}
     for name in names:
         if name not in channels:
             continue
-        auroc = window_metrics(ev.label, means[:, channels.index(name)])["auroc"]
+        values = means[:, channels.index(name)]
+        auroc = window_metrics(ev.label, values)["auroc"]
         if auroc is None:
             continue
-        out[name] = {
+        oriented = values if auroc >= 0.5 else -values
+        entry: dict[str, Any] = {
             "auroc_oracle": max(auroc, 1 - auroc),
             "direction": "high" if auroc >= 0.5 else "low",
+            "auprc_oracle": window_metrics(ev.label, oriented)["auprc"],
         }
+        if cold is not None:
+            on_cold = window_metrics(ev.label[cold], oriented[cold])
+            entry["auroc_oracle_below_2c"] = on_cold["auroc"]
+            entry["auprc_oracle_below_2c"] = on_cold["auprc"]
+        out[name] = entry
     return out
 
 
@@ -317,6 +342,11 @@ def evaluate_time_ordered(
         scored, rate = score_all(bundle, test, with_channels=True)
         scores = scored.score
         metrics = window_metrics(test.label[evaluable], scores[evaluable], bundle.threshold)
+        cold = cold_mask(test, bundle.channels, settings.alarm.temperature_channel)
+        if cold is not None:
+            on_cold = window_metrics(test.label[evaluable & cold], scores[evaluable & cold])
+            metrics["auroc_below_2c"] = on_cold["auroc"]
+            metrics["auprc_below_2c"] = on_cold["auprc"]
         alarms = _alarms_for(bundle, test, scored, settings, case.stride)
         events = event_metrics(test_frames, alarms)
         timeline = {}

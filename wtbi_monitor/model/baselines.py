@@ -348,12 +348,16 @@ class LSADetector(_BaselineDetector):
         self._module.norm.copy_(norm)
 
     def calibrate(
-        self, validation: F32, target_fpr: float, groups: NDArray[np.int32] | None = None
+        self,
+        validation: F32,
+        target_fpr: float,
+        groups: NDArray[np.int32] | None = None,
+        eligible: NDArray[np.bool_] | None = None,
     ) -> float:
         """Standardise both score terms on validation normal windows, then calibrate."""
         self._check_fitted()
         self._set_normalisation(validation)
-        return super().calibrate(validation, target_fpr, groups)
+        return super().calibrate(validation, target_fpr, groups, eligible)
 
 
 # -------------------------------------------------------------------------- Gaussian AD

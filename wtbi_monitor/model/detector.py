@@ -27,6 +27,8 @@ from wtbi_monitor.model.trainer import FitConfig, ProgressCallback
 
 F32 = NDArray[np.float32]
 F64 = NDArray[np.float64]
+#: Fewest gate-open validation windows a threshold is calibrated on (else all windows).
+MIN_ELIGIBLE = 1000
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,13 @@ def threshold_at_fpr(validation_scores: F64, target_fpr: float) -> float:
     return float(np.quantile(validation_scores, 1.0 - target_fpr))
 
 
+def _robust(values: F64) -> tuple[float, float]:
+    """(median, 1.4826 x median absolute deviation), the scale floored."""
+    med = float(np.median(values))
+    mad = 1.4826 * float(np.median(np.abs(values - med)))
+    return med, max(mad, 1e-12, 1e-9 * abs(med))
+
+
 def tail_probability(sorted_scores: F64, scores: F64) -> F64:
     """Fraction of (sorted) validation normal scores >= each score: a calibrated p-value."""
     n = sorted_scores.shape[0]
@@ -73,11 +82,17 @@ class Detector(ABC):
         self.calibration_scores_: F64 = np.empty(0)
         #: group (turbine) index of each calibration score, aligned with the sorted scores.
         self.calibration_groups_: NDArray[np.int32] | None = None
+        self.calibration_basis_: str = ""
         self.channel_reference_: F64 | None = None
         #: per-channel mean of validation windows (scaled): the baseline of gradient attribution.
         self.input_reference_: F64 | None = None
         self.target_fpr_: float = math.nan
         self.fitted_: bool = False
+        #: physics fusion (`fit_fusion`): the power-residual column and, fixed on validation
+        #: normal windows, the median and robust scale of the raw score and of the deficit,
+        #: plus the physics weight. None: the score is the model's alone.
+        self.fusion_index_: int | None = None
+        self.fusion_stats_: F64 | None = None
 
     # -- to implement ---------------------------------------------------------------
 
@@ -178,14 +193,58 @@ class Detector(ABC):
             empty_channels = np.empty((0, windows.shape[-1])) if with_channels else None
             return ScoreOutput(np.empty(0), empty_channels if self.attributes_channels else None)
         windows = np.ascontiguousarray(windows, dtype=np.float32)
-        return self._score(windows, with_channels=with_channels, channels_at=channels_at)
+        if self.fusion_stats_ is None:
+            return self._score(windows, with_channels=with_channels, channels_at=channels_at)
+        # `channels_at` is on the fused scale: score first, then attribute the hot windows.
+        fused = self._fuse(self._score(windows, with_channels=False).score, windows)
+        channels = None
+        if with_channels and self.attributes_channels:
+            channels = np.zeros((windows.shape[0], windows.shape[-1]))
+            hot = fused >= channels_at
+            if hot.any():
+                part = self._score(windows[hot], with_channels=True).channel_error
+                if part is not None:
+                    channels[hot] = part
+        return ScoreOutput(fused, channels)
 
     def score(self, windows: F32) -> F64:
         """One anomaly score per window, higher = more anomalous."""
         return self.score_details(windows, with_channels=False).score
 
+    def fit_fusion(self, validation: F32, physics_index: int | None, weight: float) -> None:
+        """Add physics evidence to the score: the product's fused score (docs/deviations).
+
+        score = (model - median) / scale + weight x (deficit - median) / scale, where the
+        deficit is minus the window mean of the (scaled) power-residual input: power below
+        what the turbine's reference curve gives for the measured wind. Both medians and
+        scales (1.4826 x MAD) are fixed here, on validation normal windows. A model cannot
+        know from normal history alone that a stop at wind in frost is ice rather than
+        maintenance, nor extrapolate to a winter colder than its history; the residual
+        can, and the model sees what the residual does not (pitch, vibration, rotor).
+        """
+        self.fusion_index_, self.fusion_stats_ = None, None
+        if physics_index is None or weight <= 0 or validation.shape[0] < 2:
+            return
+        raw = self.score_details(validation, with_channels=False).score
+        deficit = -validation[:, :, physics_index].mean(axis=1, dtype=np.float64)
+        stats = [*_robust(raw), *_robust(deficit), weight]
+        self.fusion_stats_ = np.asarray(stats, dtype=np.float64)
+        self.fusion_index_ = physics_index
+
+    def _fuse(self, raw: F64, windows: F32) -> F64:
+        if self.fusion_stats_ is None or self.fusion_index_ is None:
+            return raw
+        sm, ss, pm, ps, weight = self.fusion_stats_.tolist()
+        deficit = -windows[:, :, self.fusion_index_].mean(axis=1, dtype=np.float64)
+        fused: F64 = (raw - sm) / ss + weight * (deficit - pm) / ps
+        return fused
+
     def calibrate(
-        self, validation: F32, target_fpr: float, groups: NDArray[np.int32] | None = None
+        self,
+        validation: F32,
+        target_fpr: float,
+        groups: NDArray[np.int32] | None = None,
+        eligible: NDArray[np.bool_] | None = None,
     ) -> float:
         """Set `threshold_` at `target_fpr` on validation NORMAL windows; return it.
 
@@ -193,15 +252,23 @@ class Detector(ABC):
         levels: `groups` gives each window's turbine index), each channel's mean value (the
         baseline of gradient attribution) and, for models that attribute scores to
         channels, each channel's median contribution (the reference against which alarms
-        attribute excess error to channels).
+        attribute excess error to channels). With `eligible`, the threshold and the stored
+        scores come from those windows only (the ones an alarm could be raised on), when
+        there are at least MIN_ELIGIBLE of them.
         """
         if validation.shape[0]:
             self.input_reference_ = validation.mean(axis=(0, 1), dtype=np.float64)
         details = self.score_details(validation, with_channels=True)
-        order = np.argsort(details.score, kind="stable")
-        scores = details.score[order]
         if details.channel_error is not None and details.channel_error.shape[0]:
             self.channel_reference_ = np.median(details.channel_error, axis=0)
+        raw = details.score
+        self.calibration_basis_ = "all validation windows"
+        if eligible is not None and int(eligible.sum()) >= MIN_ELIGIBLE:
+            raw = raw[eligible]
+            groups = None if groups is None else groups[eligible]
+            self.calibration_basis_ = f"{int(eligible.sum())} gate-open validation windows"
+        order = np.argsort(raw, kind="stable")
+        scores = raw[order]
         self.calibration_scores_ = scores
         self.calibration_groups_ = None if groups is None else groups[order].astype(np.int32)
         self.target_fpr_ = target_fpr
@@ -250,6 +317,9 @@ class Detector(ABC):
         tensors["calibration.scores"] = torch.from_numpy(
             np.ascontiguousarray(self.calibration_scores_, dtype=np.float64)
         )
+        if self.fusion_stats_ is not None and self.fusion_index_ is not None:
+            tensors["fusion.stats"] = torch.from_numpy(self.fusion_stats_.copy())
+            tensors["fusion.index"] = torch.tensor(self.fusion_index_, dtype=torch.int64)
         if self.calibration_groups_ is not None:
             tensors["calibration.groups"] = torch.from_numpy(
                 np.ascontiguousarray(self.calibration_groups_, dtype=np.int32)
@@ -270,6 +340,9 @@ class Detector(ABC):
         self._load_model_tensors(model)
         if "calibration.scores" in tensors:
             self.calibration_scores_ = tensors["calibration.scores"].numpy().astype(np.float64)
+        if "fusion.stats" in tensors:
+            self.fusion_stats_ = tensors["fusion.stats"].numpy().astype(np.float64)
+            self.fusion_index_ = int(tensors["fusion.index"])
         if "calibration.groups" in tensors:
             self.calibration_groups_ = tensors["calibration.groups"].numpy().astype(np.int32)
         if "calibration.input_reference" in tensors:

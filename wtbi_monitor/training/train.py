@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from wtbi_monitor.alarms import gates_open
 from wtbi_monitor.config import Settings, TrainingSettings
 from wtbi_monitor.data.wtbi import TurbineFrame
 from wtbi_monitor.domain import Label
@@ -246,8 +247,15 @@ def fit_member(
     t0 = time.perf_counter()
     detector.fit(x_train, x_val, FitConfig.from_settings(tr), progress)
     fit_seconds = time.perf_counter() - t0
+    # Physics evidence beside the model's own (not for the rule: it IS the physics).
+    physics = channels.index("power_residual") if "power_residual" in channels else None
+    if not isinstance(detector, PowerCurveRuleDetector):
+        detector.fit_fusion(x_val, physics, settings.model.physics_weight)
     groups = data.validation.series.window_turbine[val_idx].astype(np.int32)
-    threshold = detector.calibrate(x_val, tr.target_fpr, groups)
+    power = settings.alarm.power_channel
+    max_power = float(scaler.maximum[channels.index(power)]) if power in channels else None
+    eligible = gates_open(val_raw.mean(axis=1), channels, settings.alarm, max_power)
+    threshold = detector.calibrate(x_val, tr.target_fpr, groups, eligible)
     val_scores = detector.calibration_scores_
     rule = fit_rule(detector, x_train, scaler, channels, pre.window_length)
     epochs = detector.training_summary_.get("epochs", [])
@@ -264,6 +272,7 @@ def fit_member(
             q: float(np.quantile(val_scores, float(q))) for q in ("0.5", "0.9", "0.99", "0.999")
         },
         "clip_fraction": val_clipped / max(val_raw.size, 1),  # outside the training range
+        "calibration_basis": detector.calibration_basis_,
     }
     training = {
         **data.description,
