@@ -244,7 +244,7 @@ class AlarmSettings(_Section):
         description="clear level = (1 - clear_tail) quantile of normal scores (<= threshold)",
     )
     policy: Literal["model", "rule", "either", "both"] = Field(
-        default="model",
+        default="either",
         description="what raises: the model, the IEA Task 19 rule, either or both",
     )
     per_turbine_thresholds: bool = Field(
@@ -428,7 +428,7 @@ class BenchmarkSettings(_Section):
     paper_seeds: tuple[int, ...] = Field(
         default=(0,), description="training seeds of the paper protocol (leaky, for Table III)"
     )
-    budgets: dict[str, dict[str, float]] = Field(
+    budgets: dict[str, dict[str, int | float]] = Field(
         default_factory=dict,
         description="member -> training settings for its fits (e.g. more windows and epochs)",
     )

@@ -333,6 +333,29 @@ def test_power_curve_rule_threshold_lets_a_fully_iced_window_alarm() -> None:
     assert rule.predict(iced[:1])[0]
 
 
+def test_power_curve_rule_flags_overproduction_only_when_asked() -> None:
+    """Cold dense air lifts ice-free power above the warm curve: not icing by default."""
+    for overproduction in (False, True):
+        rule = PowerCurveRuleDetector(
+            4,
+            3,
+            channel_index={"wind_speed": 0, "power": 1, "environment_tmp": 2},
+            overproduction=overproduction,
+        )
+        rule.minimum, rule.maximum = [0.0, 0.0, -20.0], [25.0, 2000.0, 20.0]
+        rule.p10_ = np.full(60, 1000.0)
+        rule.p90_ = np.full(60, 1500.0)
+        rule.fitted_ = True
+        high = np.zeros((1, 4, 3), dtype=np.float32)
+        high[:, :, 0] = 0.4  # 10 m/s
+        high[:, :, 1] = 0.8  # 1600 kW, above P90
+        high[:, :, 2] = 0.25  # -10 C
+        assert bool(rule.iced_rows(high).all()) is overproduction
+        low = high.copy()
+        low[:, :, 1] = 0.1  # 200 kW, below P10: flagged either way
+        assert rule.iced_rows(low).all()
+
+
 def test_a_fit_does_not_depend_on_what_ran_before_it(
     training_data: TrainingData, settings: Settings, held_out_raw
 ) -> None:

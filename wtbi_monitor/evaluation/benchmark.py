@@ -184,6 +184,7 @@ def _record(cell: Cell, result: MemberResult, extra: Record | None = None) -> Re
         "auroc_below_2c": result.window.get("auroc_below_2c"),
         "auprc_below_2c": result.window.get("auprc_below_2c"),
         "events": result.events,
+        "model_events": result.model_events,
         "fit_seconds": round(result.fit_seconds, 2),
         "scoring_windows_per_s": round(result.scoring_windows_per_s, 1),
         "train_windows": result.train_windows,

@@ -67,6 +67,9 @@ class MemberResult:
     scoring_windows_per_s: float
     train_windows: int
     events: dict[str, Any] | None = None
+    #: events with `alarm.policy = "model"` (the member's own score), when the configured
+    #: policy also lets the IEA Task 19 rule raise: what the member adds to the rule.
+    model_events: dict[str, Any] | None = None
     alarms: list[AlarmInterval] = field(default_factory=list)
     episode_detail: list[dict[str, Any]] = field(default_factory=list)
     bundle_version: str = ""
@@ -84,6 +87,7 @@ class MemberResult:
             "bundle_version": self.bundle_version,
             "window": self.window,
             "events": self.events,
+            "model_events": self.model_events,
             "threshold": self.threshold,
             "fit_seconds": round(self.fit_seconds, 2),
             "scoring_windows_per_s": round(self.scoring_windows_per_s, 1),
@@ -349,6 +353,14 @@ def evaluate_time_ordered(
             metrics["auprc_below_2c"] = on_cold["auprc"]
         alarms = _alarms_for(bundle, test, scored, settings, case.stride)
         events = event_metrics(test_frames, alarms)
+        model_events = None
+        if settings.alarm.policy != "model":
+            alone = settings.model_copy(
+                update={"alarm": settings.alarm.model_copy(update={"policy": "model"})}
+            )
+            model_events = event_metrics(
+                test_frames, _alarms_for(bundle, test, scored, alone, case.stride)
+            ).summary()
         timeline = {}
         for k, tid in enumerate(test.turbine_ids[:n_timeline]):
             idx = np.flatnonzero(test.series.window_turbine == k)
@@ -363,6 +375,7 @@ def evaluate_time_ordered(
             scoring_windows_per_s=rate,
             train_windows=train_n,
             events=events.summary(),
+            model_events=model_events,
             alarms=events.alarms,
             episode_detail=events.episode_detail,
             bundle_version=bundle.version,

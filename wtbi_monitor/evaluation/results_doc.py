@@ -94,17 +94,17 @@ def _group(cache: Cache, protocol: str) -> dict[str, list[Record]]:
     return out
 
 
-def _ev(key: str) -> Any:
-    return lambda r: (r.get("events") or {}).get(key)
+def _ev(key: str, which: str = "events") -> Any:
+    return lambda r: (r.get(which) or {}).get(key)
 
 
 def _num(value: Any, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def _detected(rs: list[Record]) -> str:
-    detected = _values(rs, _ev("episodes_detected"))
-    total = _values(rs, _ev("episodes"))
+def _detected(rs: list[Record], which: str = "events") -> str:
+    detected = _values(rs, _ev("episodes_detected", which))
+    total = _values(rs, _ev("episodes", which))
     if not detected or not total:
         return NOT_RUN
     return f"{np.mean(detected):.1f} / {int(total[0])}"
@@ -308,6 +308,27 @@ def render(cache: Cache, settings: Settings, out: Path, command: str) -> Path:
             f"{_stat(rs, _ev('alarms_per_detected_episode'), 2)} | "
             f"{_rank(main_timed, m) if rs else '-'} |"
         )
+    if settings.alarm.policy != "model":
+        lines += [
+            "",
+            f"The events above use the product policy (`alarm.policy = {settings.alarm.policy}`:",
+            "the member's score and the IEA Task 19 rule fitted beside it). The member's own",
+            "score alone (`alarm.policy = model`), same alarm settings otherwise:",
+            "",
+            (
+                "| member | episodes detected | median delay (min) "
+                "| false alarms / turbine / 30 d | alarms / episode |"
+            ),
+            "|---|---|---|---|---|",
+        ]
+        for m in main:
+            rs = timed.get(m, [])
+            lines.append(
+                f"| {m} | {_detected(rs, 'model_events')} | "
+                f"{_stat(rs, _ev('median_delay_min', 'model_events'), 0)} | "
+                f"{_stat(rs, _ev('false_alarms_per_turbine_30d', 'model_events'), 2)} | "
+                f"{_stat(rs, _ev('alarms_per_detected_episode', 'model_events'), 2)} |"
+            )
     if oracle:
         lines += [
             "",
