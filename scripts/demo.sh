@@ -11,9 +11,9 @@ source scripts/setup_env.sh
 
 OUT="${WTBI_DEMO_DIR:-.run/demo}"
 CONFIG="${WTBI_DEMO_CONFIG:-configs/demo.toml}"
-# The convolutional autoencoder by default: it catches the demo's episode and IAE-LSTM-KL
-# does not (docs/evaluation.md has the longer story). WTBI_DEMO_MEMBER=iae_lstm_kl:soft.
-MEMBER="${WTBI_DEMO_MEMBER:-cae}"
+# The product default, IAE-LSTM-KL (soft objective, product score with physics fusion);
+# any other member with WTBI_DEMO_MEMBER=cae (for example).
+MEMBER="${WTBI_DEMO_MEMBER:-iae_lstm_kl:soft}"
 BUNDLE="$OUT/models/${MEMBER/:/-}"
 export WTBI_LOGGING__LEVEL=warning
 DAEMON_PID=""

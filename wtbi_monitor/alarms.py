@@ -4,9 +4,9 @@ Timing is in TIME, not in window counts, so the same settings behave alike at 7 
 10-minute sampling (docs/alarms.md has a timeline picture):
 
 * Evidence per window: the model's score above its turbine's threshold, and/or the IEA
-  Wind Task 19 rule's condition (power below P10 or above P90 of the reference curve at
-  T < 0 C in most of the window's rows); `policy` says which counts (model, rule, either,
-  both). Windows are not counted while a gate holds: ambient temperature above
+  Wind Task 19 rule's condition (power below P10 of the reference curve at T < 0 C in at
+  least half of the window's rows; model/classical.py); `policy` says which counts
+  (model, rule, either, both). Windows are not counted while a gate holds: ambient temperature above
   `temperature_gate_c`, the turbine stopped for lack of wind, or a curtailment/stop flag.
 * Raise (on-delay): when at least `on_fraction` of the windows expected in the last
   `on_window_s` count. The alarm starts at the oldest counting window of that run.
@@ -16,8 +16,9 @@ Timing is in TIME, not in window counts, so the same settings behave alike at 7 
   of the turbine's validation normal scores, never above its threshold: reachable for any
   detector, also for bounded or discrete scores (a score AT the clear level clears). The
   alarm ends at its last window with evidence.
-* Re-arm: a raise within `rearm_s` of a clear continues the same alarm (same id and
-  start), so one icing episode with a pause gives one alarm, not two.
+* Re-arm: a raise within `rearm_s` of the previous alarm's end (its last window with
+  evidence) continues the same alarm (same id and start), so one icing episode with a
+  pause gives one alarm, not two.
 * Identity: alarm_id = UUID5(turbine | start ms | model version), so the same input always
   gives the same ids and a replay overwrites instead of duplicating.
 * Attribution: each channel's error in excess of its median on normal validation data,
@@ -615,6 +616,21 @@ def gate_columns(
         idx(settings.wind_channel),
     )
     return gates, [channels.index(c) for c in settings.flag_channels if c in channels]
+
+
+def gates_off(channels: tuple[str, ...], settings: AlarmSettings) -> dict[str, list[str]]:
+    """Configured gates that cannot work because their channels are absent (gate -> missing).
+
+    Flag channels are optional by design (used where a SCADA export has them) and not listed.
+    """
+    out: dict[str, list[str]] = {}
+    if settings.temperature_gate_c is not None and settings.temperature_channel not in channels:
+        out["temperature"] = [settings.temperature_channel]
+    if settings.stopped_power_share is not None:
+        missing = [c for c in (settings.power_channel, settings.wind_channel) if c not in channels]
+        if missing:
+            out["stopped"] = missing
+    return out
 
 
 @dataclass

@@ -235,7 +235,9 @@ class AlarmSettings(_Section):
         default=1800.0, ge=0, description="an alarm lasts at least this long"
     )
     rearm_s: float = Field(
-        default=7200.0, ge=0, description="a raise this soon after a clear continues the alarm"
+        default=7200.0,
+        ge=0,
+        description="a raise this soon after the last alarm's end continues that alarm",
     )
     clear_tail: float = Field(
         default=0.05,
@@ -425,8 +427,15 @@ class BenchmarkSettings(_Section):
     seeds: tuple[int, ...] = Field(
         default=(0, 1, 2), description="training seeds per member (time-ordered protocol)"
     )
+    seed_members: tuple[str, ...] = Field(
+        default=(),
+        description="if set, only these members run every seed; the others the first only",
+    )
     paper_seeds: tuple[int, ...] = Field(
         default=(0,), description="training seeds of the paper protocol (leaky, for Table III)"
+    )
+    paper_members: tuple[str, ...] = Field(
+        default=(), description="members run on the paper protocol (empty: all of `members`)"
     )
     budgets: dict[str, dict[str, int | float]] = Field(
         default_factory=dict,

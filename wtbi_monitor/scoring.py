@@ -34,6 +34,7 @@ from wtbi_monitor.alarms import (
     AlarmContext,
     TurbineAlarm,
     gate_columns,
+    gates_off,
     lowest_clear_level,
     rank_many,
     window_inputs,
@@ -42,8 +43,11 @@ from wtbi_monitor.codec import RecordDecoder
 from wtbi_monitor.config import AlarmSettings, PreprocessingSettings
 from wtbi_monitor.domain import AlarmEvent, WindowScore
 from wtbi_monitor.errors import Reason, RecordError
+from wtbi_monitor.logs import get_logger
 from wtbi_monitor.model import Bundle
 from wtbi_monitor.preprocessing import StreamState
+
+log = get_logger(__name__)
 
 SNAPSHOT_VERSION = 2  # 2: time-unit alarm machine (re-arm, drift, evidence)
 TOP_K = 3
@@ -209,6 +213,8 @@ class StreamProcessor:
         self.derived = bundle.derived
         self.n_inputs = len(self.derived.channels)
         self._gate_index, self._flag_index = gate_columns(preprocessing.channels, alarm)
+        for gate, missing in gates_off(preprocessing.channels, alarm).items():
+            log.warning("alarm_gate_off", gate=gate, missing_channels=missing)
 
     # ------------------------------------------------------------------ state
 

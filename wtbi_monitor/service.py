@@ -237,6 +237,15 @@ class Service:
         self.metrics.outside_coverage.inc(int((result.points.clip_fraction > 0).sum()))
         for event in result.events:
             self.metrics.alarms.labels(event.state.value).inc()
+        for gate, count in result.gated.items():
+            self.metrics.gated.labels(gate).inc(count)
+        for turbine, drifting in result.drift.items():
+            self.metrics.drifting.labels(turbine).set(1.0 if drifting else 0.0)
+            log.warning(
+                "drift" if drifting else "drift_ended",
+                turbine_id=turbine,
+                detail="above-threshold rate vs the calibrated rate; see docs/operations.md",
+            )
         for partition, offset in result.last_offsets.items():
             self._offsets[partition] = max(offset + 1, self._offsets.get(partition, 0))
         self._dirty |= result.touched

@@ -42,6 +42,18 @@ class ServiceMetrics:
             registry=r,
         )
         self.alarms = Counter("wtbi_alarm_events", "Alarm transitions", ["state"], registry=r)
+        self.gated = Counter(
+            "wtbi_alarm_gated_windows",
+            "Windows with evidence that a physics gate kept from counting, per gate",
+            ["gate"],
+            registry=r,
+        )
+        self.drifting = Gauge(
+            "wtbi_turbine_drifting",
+            "1 while a turbine's above-threshold rate exceeds drift_factor x its calibrated rate",
+            ["turbine"],
+            registry=r,
+        )
         self.sink_errors = Counter(
             "wtbi_sink_errors", "Failed sink writes", ["sink", "kind"], registry=r
         )

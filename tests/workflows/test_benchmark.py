@@ -97,6 +97,14 @@ def test_benchmark_fills_every_row_and_resumes_from_its_cache(farm, frames, tmp_
     assert (tmp_path / "results" / "roc_time_ordered.png").is_file()
 
 
+def test_seed_members_run_every_seed_and_the_others_the_first_only():
+    bench = {**BENCH["benchmark"], "seed_members": ["pca"], "seeds": [0, 1, 2]}
+    settings = Settings(**{**BENCH, "benchmark": bench})  # type: ignore[arg-type]
+    timed = [c for c in plan(settings) if c.protocol == "time_ordered"]
+    assert sorted(c.seed for c in timed if c.member == "pca") == [0, 1, 2]
+    assert [c.seed for c in timed if c.member == "iforest"] == [0]
+
+
 def test_a_partial_cache_is_marked_not_run(tmp_path):
     settings = Settings(**BENCH)  # type: ignore[arg-type]
     text = render(Cache(tmp_path / "none.jsonl"), settings, tmp_path / "r.md", "test").read_text()

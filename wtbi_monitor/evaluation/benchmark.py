@@ -84,17 +84,27 @@ def split_variant(member: str) -> tuple[str, bool]:
 
 
 def plan(settings: Settings) -> list[Cell]:
-    """Every cell of a full benchmark, cheapest tables first."""
+    """Every cell of a full benchmark, the honest time-ordered tables first.
+
+    Then the paper protocol, the tuned members and the contamination study.
+    """
     b = settings.benchmark
     cells: list[Cell] = []
-    for seed in sorted(set(b.seeds) | set(b.ablation_seeds) | set(b.paper_seeds)):
-        members = [*(b.members if seed in b.seeds else ())]
+    first = min(b.seeds, default=0)
+    for seed in sorted(set(b.seeds) | set(b.ablation_seeds)):
+        members = [
+            m
+            for m in (b.members if seed in b.seeds else ())
+            if seed == first or not b.seed_members or m in b.seed_members
+        ]
         members += [m for m in b.ablations if seed in b.ablation_seeds and m not in members]
         cells += [Cell("time_ordered", member, seed) for member in members]
-        if seed in b.paper_seeds:
-            cells += [Cell("paper", member, seed) for member in b.members]
+    for seed in b.paper_seeds:
+        cells += [Cell("paper", member, seed) for member in b.paper_members or b.members]
+    for seed in sorted(set(b.seeds) | set(b.paper_seeds)):
         for member in b.tune_members:
-            cells.append(Cell("time_ordered", member, seed, tuned=True))
+            if seed in b.seeds:
+                cells.append(Cell("time_ordered", member, seed, tuned=True))
             if seed in b.paper_seeds:
                 cells.append(Cell("paper", member, seed, tuned=True))
     cells += [

@@ -121,7 +121,11 @@ class ProtocolResult:
 
 
 def score_all(
-    bundle: Bundle, windows: LabelledWindows, *, with_channels: bool = False
+    bundle: Bundle,
+    windows: LabelledWindows,
+    *,
+    with_channels: bool = False,
+    alarm: AlarmSettings | None = None,
 ) -> tuple[ScoredWindows, float]:
     """Every window scored (chunked), with the throughput in windows/s.
 
@@ -131,7 +135,7 @@ def score_all(
     t0 = time.perf_counter()
     channels_at = -math.inf
     if with_channels:
-        channels_at = lowest_clear_level(bundle.alarm_context(AlarmSettings()))
+        channels_at = lowest_clear_level(bundle.alarm_context(alarm or AlarmSettings()))
     out = score_chunked(
         bundle,
         windows.series.windows,
@@ -343,7 +347,7 @@ def evaluate_time_ordered(
             bundle, fit_s, train_n = given, 0.0, 0
             _warn_if_leaky(bundle, split)
         test = case.test_for(bundle, settings)
-        scored, rate = score_all(bundle, test, with_channels=True)
+        scored, rate = score_all(bundle, test, with_channels=True, alarm=settings.alarm)
         scores = scored.score
         metrics = window_metrics(test.label[evaluable], scores[evaluable], bundle.threshold)
         cold = cold_mask(test, bundle.channels, settings.alarm.temperature_channel)
