@@ -10,6 +10,7 @@ from tests.conftest import TINY_FIT, fit_small
 from wtbi_monitor.config import ModelSettings
 from wtbi_monitor.errors import NotFittedError
 from wtbi_monitor.model import build_detector
+from wtbi_monitor.model.detector import FUSION_ASINH
 from wtbi_monitor.model.neural import SVDDDetector, update_radius
 
 
@@ -125,22 +126,27 @@ def test_channel_errors_only_where_needed_match_the_full_computation(score):
 
 
 def test_physics_fusion_adds_the_standardised_power_deficit(tiny_windows):
-    """Fused score = standardised model score + weight x standardised deficit of the
+    """Fused score = asinh(standardised model score) + weight x standardised deficit of the
     power-residual input (here: channel 2 stands in for it), fixed on validation windows."""
     train, held_out = tiny_windows
     detector = fit_small("cae", train, held_out)
     raw = detector.score(held_out)
     detector.fit_fusion(held_out, physics_index=2, weight=2.0)
     assert detector.fusion_stats_ is not None
-    sm, ss, pm, ps, w = detector.fusion_stats_
+    sm, ss, pm, ps, w, form = detector.fusion_stats_
+    assert form == FUSION_ASINH
     deficit = -held_out[:, :, 2].mean(axis=1, dtype=np.float64)
-    expected = (raw - sm) / ss + w * (deficit - pm) / ps
+    expected = np.arcsinh((raw - sm) / ss) + w * (deficit - pm) / ps
     np.testing.assert_allclose(detector.score(held_out), expected, rtol=1e-9, atol=1e-9)
     assert abs(np.median(detector.score(held_out))) < 1.0
     # a window producing less than usual on that channel scores higher
     low = held_out[:20].copy()
     low[:, :, 2] -= 0.3
     assert np.all(detector.score(low) > detector.score(held_out[:20]))
+    # bundles saved before the asinh (5 statistics) keep their linear sum
+    detector.fusion_stats_ = detector.fusion_stats_[:5]
+    linear = (raw - sm) / ss + w * (deficit - pm) / ps
+    np.testing.assert_allclose(detector.score(held_out), linear, rtol=1e-9, atol=1e-9)
     # weight 0 switches it off
     detector.fit_fusion(held_out, physics_index=2, weight=0.0)
     np.testing.assert_array_equal(detector.score(held_out), raw)

@@ -27,6 +27,8 @@ from wtbi_monitor.model.trainer import FitConfig, ProgressCallback
 
 F32 = NDArray[np.float32]
 F64 = NDArray[np.float64]
+#: The fusion form, stored as the 6th fusion statistic (absent: the linear sum).
+FUSION_ASINH = 1.0
 #: Fewest gate-open validation windows a threshold is calibrated on (else all windows).
 MIN_ELIGIBLE = 1000
 
@@ -214,29 +216,36 @@ class Detector(ABC):
     def fit_fusion(self, validation: F32, physics_index: int | None, weight: float) -> None:
         """Add physics evidence to the score: the product's fused score (docs/deviations).
 
-        score = (model - median) / scale + weight x (deficit - median) / scale, where the
-        deficit is minus the window mean of the (scaled) power-residual input: power below
-        what the turbine's reference curve gives for the measured wind. Both medians and
-        scales (1.4826 x MAD) are fixed here, on validation normal windows. A model cannot
-        know from normal history alone that a stop at wind in frost is ice rather than
-        maintenance, nor extrapolate to a winter colder than its history; the residual
-        can, and the model sees what the residual does not (pitch, vibration, rotor).
+        score = asinh((model - median) / scale) + weight x (deficit - median) / scale,
+        where the deficit is minus the window mean of the (scaled) power-residual input:
+        power below what the turbine's reference curve gives for the measured wind. Both
+        medians and scales (1.4826 x MAD) are fixed here, on validation normal windows. A
+        model cannot know from normal history alone that a stop at wind in frost is ice
+        rather than maintenance, nor extrapolate to a winter colder than its history; the
+        residual can, and the model sees what the residual does not (pitch, vibration,
+        rotor). The asinh keeps the model's evidence linear near normal and logarithmic in
+        its tail: a sensor fault or a maintenance stop may be far more anomalous than ice
+        without being icing, and must not outrank a clear power deficit (on 10-minute data
+        the linear sum ranked such windows first: docs/results-scada10.md).
         """
         self.fusion_index_, self.fusion_stats_ = None, None
         if physics_index is None or weight <= 0 or validation.shape[0] < 2:
             return
         raw = self.score_details(validation, with_channels=False).score
         deficit = -validation[:, :, physics_index].mean(axis=1, dtype=np.float64)
-        stats = [*_robust(raw), *_robust(deficit), weight]
+        stats = [*_robust(raw), *_robust(deficit), weight, FUSION_ASINH]
         self.fusion_stats_ = np.asarray(stats, dtype=np.float64)
         self.fusion_index_ = physics_index
 
     def _fuse(self, raw: F64, windows: F32) -> F64:
         if self.fusion_stats_ is None or self.fusion_index_ is None:
             return raw
-        sm, ss, pm, ps, weight = self.fusion_stats_.tolist()
+        sm, ss, pm, ps, weight, *form = self.fusion_stats_.tolist()
         deficit = -windows[:, :, self.fusion_index_].mean(axis=1, dtype=np.float64)
-        fused: F64 = (raw - sm) / ss + weight * (deficit - pm) / ps
+        model = (raw - sm) / ss
+        if form and form[0] == FUSION_ASINH:
+            model = np.arcsinh(model)  # bundles before the asinh store 5 numbers: linear
+        fused: F64 = model + weight * (deficit - pm) / ps
         return fused
 
     def calibrate(
