@@ -157,7 +157,7 @@ class ModelSettings(_Section):
         default=1.0,
         ge=0,
         description="weight of the standardised power deficit (power_residual) added to the "
-        "standardised model score; 0 = the model alone",
+        "asinh of the standardised model score; 0 = the model alone",
     )
     toll_beta: float = Field(default=0.01, ge=0, description="Toll latent-norm weight")
     vae_beta: float = Field(default=1.0, ge=0, description="VAE weight of the KL term")

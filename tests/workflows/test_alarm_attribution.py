@@ -49,8 +49,7 @@ def test_alarms_during_blade_icing_name_the_changed_channels_first():
         match = [
             e
             for e in blade
-            if e.turbine_id == alarm.turbine_id
-            and e.start_ms <= alarm.raised_ms <= e.end_ms
+            if e.turbine_id == alarm.turbine_id and e.start_ms <= alarm.raised_ms <= e.end_ms
         ]
         if not match:
             continue
