@@ -366,7 +366,7 @@ def render(cache: Cache, settings: Settings, out: Path, command: str) -> Path:
         "| member | AUROC (ours, leaky) | paper Table III | rank (ours) |",
         "|---|---|---|---|",
     ]
-    for m in main:
+    for m in [m for m in main if not b.paper_members or m in b.paper_members]:
         rs = paper.get(m, [])
         ref = PAPER_TABLE_III.get(split_variant(m)[0] if m.endswith("@paper") else m)
         lines.append(
@@ -374,9 +374,24 @@ def render(cache: Cache, settings: Settings, out: Path, command: str) -> Path:
             f"{'-' if ref is None else f'{ref:.3f}'} | {_rank(main_paper, m) if rs else '-'} |"
         )
     full = tuple(m for m in ("iae_lstm_kl:soft", "iae_lstm_kl:hard") if m in b.members)
-    if full or b.ablations:
+    if b.ablations:
         lines += _ablation_section(paper, timed, (*full, *b.ablations))
-    lines += _contamination_section(cache, settings, plots)
+    else:
+        lines += [
+            "",
+            "## Ablations",
+            "",
+            "Not run in this benchmark (`benchmark.ablations` is empty).",
+        ]
+    if b.contamination_members and b.contamination_levels:
+        lines += _contamination_section(cache, settings, plots)
+    else:
+        lines += [
+            "",
+            "## Contamination robustness",
+            "",
+            "Not run in this benchmark (`benchmark.contamination_members` is empty).",
+        ]
     lines += _cost_section(timed, main, list(b.ablations))
     lines += _attribution_section(timed, [*b.members, *b.ablations])
     lines += _tuning_section(cache)
