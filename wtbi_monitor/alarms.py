@@ -541,6 +541,16 @@ class WindowInputs:
     flagged: list[bool]
     rule: list[bool]
 
+    def at(self, i: int) -> dict[str, Any]:
+        """Window i's inputs as `WindowScore` fields (the daemon and evaluation share them)."""
+        return {
+            "ambient_temp": self.temperature[i],
+            "power": self.power[i],
+            "wind_speed": self.wind[i],
+            "rule": self.rule[i],
+            "flagged": self.flagged[i],
+        }
+
 
 def window_inputs(
     channel_means: NDArray[np.float64],

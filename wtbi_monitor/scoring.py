@@ -415,11 +415,7 @@ class StreamProcessor:
                 tail_probability=tails[i],
                 channel_errors=scored.channel_error[i] if has[i] else None,
                 clip_fraction=clips[i],
-                ambient_temp=inputs.temperature[i],
-                power=inputs.power[i],
-                wind_speed=inputs.wind[i],
-                rule=inputs.rule[i],
-                flagged=inputs.flagged[i],
+                **inputs.at(i),
             )
             event = machine.update(w)
             if machine.last_gate is not None:

@@ -153,11 +153,7 @@ def run_alarms(
             threshold=machine.levels.threshold,
             tail_probability=float("nan"),
             channel_errors=None if channel_errors is None else channel_errors[i],
-            ambient_temp=inputs.temperature[i],
-            power=inputs.power[i],
-            wind_speed=inputs.wind[i],
-            rule=inputs.rule[i],
-            flagged=inputs.flagged[i],
+            **inputs.at(i),
         )
         event = machine.update(w)
         if event is None:
