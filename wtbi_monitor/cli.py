@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -48,7 +50,7 @@ from wtbi_monitor.evaluation.protocols import ProtocolResult, evaluate_paper, ev
 from wtbi_monitor.evaluation.realism import write_report as write_realism_report
 from wtbi_monitor.evaluation.report import write_report
 from wtbi_monitor.evaluation.results_doc import render
-from wtbi_monitor.logs import configure_logging, get_logger
+from wtbi_monitor.logs import configure_logging, get_logger, set_repeat_interval
 from wtbi_monitor.model import Bundle, load_bundle, resolve_device, save_bundle
 from wtbi_monitor.model.bundle import score_chunked
 from wtbi_monitor.model.trainer import EpochRecord, ProgressCallback
@@ -412,7 +414,12 @@ def build_processor(settings: Settings) -> StreamProcessor:
         valid_ranges=settings.preprocessing.valid_ranges,
     )
     return StreamProcessor(
-        bundle, settings.preprocessing, settings.alarm, decoder, settings.service.score_batch_size
+        bundle,
+        settings.preprocessing,
+        settings.alarm,
+        decoder,
+        settings.service.score_batch_size,
+        max_turbines=settings.service.max_turbines,
     )
 
 
@@ -468,13 +475,33 @@ async def serve(
 ) -> int:
     """Run the daemon until SIGTERM/SIGINT (or until `stop` is set)."""
     stop = stop or asyncio.Event()
+    set_repeat_interval(settings.service.log_repeat_interval_s)
     if install_signals:
         loop = asyncio.get_running_loop()
+        budget = settings.service.shutdown_timeout_s
+
+        def on_signal(sig: signal.Signals) -> None:
+            if stop.is_set():  # a second signal: leave now
+                _hard_exit(f"second {sig.name}", 128 + sig.value)
+            log.info("stopping", signal=sig.name, within_s=budget)
+            stop.set()
+            # The graceful stop is bounded step by step; this is the guarantee on top.
+            timer = threading.Timer(budget, _hard_exit, (f"{sig.name} + {budget} s", 1))
+            timer.daemon = True
+            timer.start()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, sig)
     async with open_service(settings) as (service, _http):
         await service.run(stop)
     return 0
+
+
+def _hard_exit(why: str, status: int) -> None:
+    """End the process now (the shutdown budget is spent): nothing is committed."""
+    line = orjson.dumps({"event": "shutdown_forced", "level": "error", "why": why})
+    os.write(2, line + b"\n")
+    os._exit(status)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -521,7 +548,11 @@ async def _replay_to_sinks(settings: Settings, processor: StreamProcessor, resul
     try:
         for result in results:  # type: ignore[attr-defined]
             lines = score_lines(
-                result.points, settings.influx.score_measurement, model, processor.bundle.channels
+                result.points,
+                settings.influx.score_measurement,
+                model,
+                processor.bundle.channels,
+                model_version=processor.bundle.version,
             )
             lines += [
                 alarm_line(e, settings.influx.alarm_measurement, model) for e in result.events

@@ -509,6 +509,11 @@ class KafkaSettings(_Section):
     ssl_cafile: Path | None = Field(default=None, description="CA bundle for SSL")
     ssl_certfile: Path | None = Field(default=None, description="client certificate")
     ssl_keyfile: Path | None = Field(default=None, description="client key")
+    max_request_bytes: int = Field(
+        default=1_048_576,
+        ge=16_384,
+        description="producer request limit; larger dead letters are sent as bounded summaries",
+    )
 
 
 class InfluxSettings(_Section):
@@ -539,6 +544,22 @@ class ServiceSettings(_Section):
         default=16_384, ge=256, description="larger records dead-lettered"
     )
     max_future_s: float = Field(default=300.0, ge=0, description="records further ahead rejected")
+    max_turbines: int = Field(
+        default=10_000,
+        ge=1,
+        description="turbines tracked at once; readings of further ids are dead-lettered",
+    )
+    commit_timeout_s: float = Field(
+        default=10.0, gt=0, description="an offset commit or snapshot save taking longer fails"
+    )
+    broker_check_interval_s: float = Field(
+        default=5.0, gt=0, description="how often the watchdog asks the broker for its topics"
+    )
+    log_repeat_interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="a library's repeated log line is printed once per interval (and counted)",
+    )
     http_host: str = Field(default="127.0.0.1", description="metrics/health listen address")
     http_port: int = Field(default=9108, ge=0, le=65535, description="0 = pick a free port")
     watchdog_unready_s: float = Field(
@@ -547,7 +568,11 @@ class ServiceSettings(_Section):
     watchdog_restart_s: float = Field(
         default=120.0, gt=0, description="no progress while lagging: recreate the consumer"
     )
-    shutdown_timeout_s: float = Field(default=30.0, gt=0, description="per shutdown step")
+    shutdown_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="SIGTERM to exit, at most (drain, final commit, close; then a hard exit)",
+    )
     gil_switch_interval_ms: float = Field(
         default=0.2,
         gt=0,

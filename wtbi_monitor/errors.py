@@ -61,6 +61,7 @@ class Reason(enum.StrEnum):
     DUPLICATE_TIME = "duplicate_time"
     OUT_OF_ORDER = "out_of_order"
     SINK_REJECTED = "sink_rejected"
+    TOO_MANY_TURBINES = "too_many_turbines"
 
 
 class RecordError(WtbiError):
@@ -81,6 +82,10 @@ class SinkError(WtbiError):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after_s = retry_after_s
+
+
+class SourceUnavailableError(WtbiError):
+    """The input has no live consumer (its last restart failed); the watchdog retries."""
 
 
 class BackpressureError(WtbiError):

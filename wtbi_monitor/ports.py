@@ -26,6 +26,11 @@ class RebalanceHandler(Protocol):
 class Source(Protocol):
     """A partitioned, committable input (a Kafka consumer group member)."""
 
+    @property
+    def input_topic(self) -> str:
+        """The name of the input topic (as `check` reports it when it is lost)."""
+        ...
+
     def set_handler(self, handler: RebalanceHandler) -> None:
         """Register the rebalance handler (before `start`)."""
         ...
@@ -39,7 +44,11 @@ class Source(Protocol):
         ...
 
     async def restart(self) -> None:
-        """Recreate the underlying consumer (watchdog)."""
+        """Recreate the underlying consumer, and the daemon's topics where it owns them."""
+        ...
+
+    async def check(self) -> set[str]:
+        """The daemon's topics the broker does not have; raise if it cannot be reached."""
         ...
 
     async def fetch(self, max_records: int, timeout_ms: int) -> list[InputRecord]:

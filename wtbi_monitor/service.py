@@ -17,19 +17,26 @@ At-least-once input with idempotent outputs (docs/recovery.md):
 Rebalances: on revoke, commit (if nothing is pending) and drop the revoked turbines; on
 assign, restore the assigned partitions' snapshots. A lock keeps these callbacks from
 interleaving with a batch in flight.
+
+Failures (docs/recovery.md): a sink's permanent refusal drops that step of the batch with
+an error log and a counter, never a retry loop; commits are bounded in time and back off;
+the watchdog asks the broker for its topics, marks the service unready while the broker
+cannot be reached, and recreates the consumer (and the topics, when it owns them) when the
+broker lost them or when consumption stalls with input waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from wtbi_monitor.codec import encode_alarm_event
 from wtbi_monitor.config import InfluxSettings, ServiceSettings
-from wtbi_monitor.errors import SinkError
-from wtbi_monitor.logs import get_logger
+from wtbi_monitor.errors import SinkError, SourceUnavailableError
+from wtbi_monitor.logs import get_logger, take_suppressed
 from wtbi_monitor.outputs import alarm_line, score_lines
 from wtbi_monitor.ports import DeadLetterSink, LineSink, MessageSink, Source, StateStore
 from wtbi_monitor.scoring import BatchResult, InputRecord, StreamProcessor
@@ -48,6 +55,7 @@ class _Pending:
     alerts: list[tuple[bytes, bytes]]
     step: int = 0
     attempts: int = 0
+    revoked: set[int] = field(default_factory=set)  # partitions revoked while pending
     fetched_at: float = field(default_factory=time.time)
 
 
@@ -88,14 +96,18 @@ class Service:
         self._stash: list[InputRecord] = []
         self._offsets: dict[int, int] = {}  # partition -> next offset to commit
         self._committed: dict[int, int] = {}
+        self._ever_committed: dict[int, int] = {}  # kept through revokes, for loss reports
         self._dirty: set[str] = set()
-        self._last_commit = time.monotonic()
         self._last_progress = time.monotonic()
-        self._progress_mark: dict[int, int] = {}
         self._paused = False
         self._retry_after: float | None = None
         self._model = processor.bundle.name
+        self._model_version = processor.bundle.version
         self._channels = processor.pre.channels
+        self._commit_failures = 0
+        self._next_commit = time.monotonic() + settings.commit_interval_s
+        self._next_check = 0.0
+        self._restart_wanted = False
 
     # ------------------------------------------------------------------ main loop
 
@@ -118,6 +130,7 @@ class Service:
                 )
                 self._stash = []
                 if records:
+                    self._last_progress = time.monotonic()
                     async with self._lock:
                         await self._process(records)
                         await self._deliver()
@@ -132,12 +145,16 @@ class Service:
             log.info("service_stopped", clean=clean, committed=self._committed)
 
     async def _drain(self, stop: asyncio.Event) -> bool:
-        """Graceful stop: deliver what is in hand (bounded), then commit it."""
+        """Graceful stop: deliver what is in hand, then commit it, within the shutdown budget.
+
+        The budget (`shutdown_timeout_s`) covers the drain, the final commit and closing the
+        consumer; `serve` ends the process by force if it is ever exceeded.
+        """
         del stop
-        deadline = time.monotonic() + self.settings.shutdown_timeout_s
-        while self._pending is not None and time.monotonic() < deadline:
+        self._deadline = time.monotonic() + self.settings.shutdown_timeout_s * 0.8
+        while self._pending is not None and self._remaining() > 0:
             if not await self._retry_pending():
-                await asyncio.sleep(min(self._backoff(), max(0.0, deadline - time.monotonic())))
+                await asyncio.sleep(min(self._backoff(), self._remaining()))
         if self._pending is not None:
             log.warning(
                 "shutdown_with_undelivered_batch",
@@ -147,9 +164,17 @@ class Service:
         async with self._lock:
             return await self._bounded(self._commit(force=True), "final commit")
 
-    async def _bounded(self, coro: object, what: str) -> bool:
+    _deadline: float | None = None
+
+    def _remaining(self) -> float:
+        """Seconds left of the shutdown budget (the full timeout before a stop)."""
+        if self._deadline is None:
+            return self.settings.shutdown_timeout_s
+        return max(0.0, self._deadline - time.monotonic())
+
+    async def _bounded(self, coro: Coroutine[Any, Any, Any], what: str) -> bool:
         try:
-            await asyncio.wait_for(coro, self.settings.shutdown_timeout_s)  # type: ignore[arg-type]
+            await asyncio.wait_for(coro, max(0.1, self._remaining()))
         except TimeoutError:
             log.warning("shutdown_step_timed_out", step=what)
             return False
@@ -171,7 +196,11 @@ class Service:
         self.metrics.attributed.inc(int(scored.has_channels.sum()))
         result = self.processor.finish(prepared, scored)
         lines = score_lines(
-            result.points, self.influx.score_measurement, self._model, self._channels
+            result.points,
+            self.influx.score_measurement,
+            self._model,
+            self._channels,
+            model_version=self._model_version,
         )
         lines += [alarm_line(e, self.influx.alarm_measurement, self._model) for e in result.events]
         alerts = [(e.turbine_id.encode(), encode_alarm_event(e)) for e in result.events]
@@ -210,6 +239,12 @@ class Service:
             self.metrics.sink_errors.labels(
                 sink, "retryable" if exc.retryable else "permanent"
             ).inc()
+            if not exc.retryable:
+                # Retrying a refusal for good would stall the input for ever (a poison
+                # pill): drop this step, say exactly what was dropped, go on.
+                self._drop_step(pending, sink, exc)
+                pending.step += 1
+                return await self._deliver()
             self.health.sinks_ok = False
             if not self._paused:
                 self.source.pause()
@@ -226,6 +261,29 @@ class Service:
             return False
         self._finish_batch(pending)
         return True
+
+    def _drop_step(self, pending: _Pending, sink: str, exc: SinkError) -> None:
+        result = pending.result
+        count = {
+            "dead_letters": len(result.dead_letters),
+            "points": len(pending.lines),
+            "alerts": len(pending.alerts),
+        }[sink]
+        self.metrics.dropped.labels(sink).inc(count)
+        coordinates = (
+            [(d.record.partition, d.record.offset) for d in result.dead_letters[:20]]
+            if sink == "dead_letters"
+            else sorted(result.last_offsets.items())
+        )
+        log.error(
+            "sink_write_dropped",
+            sink=sink,
+            items=count,
+            error=str(exc)[:500],
+            records=coordinates,
+            detail="refused for good: not retried; (partition, offset) of the records "
+            "(for points and alerts: the batch's last offset per partition)",
+        )
 
     def _finish_batch(self, pending: _Pending) -> None:
         result = pending.result
@@ -247,6 +305,11 @@ class Service:
                 detail="above-threshold rate vs the calibrated rate; see docs/operations.md",
             )
         for partition, offset in result.last_offsets.items():
+            if partition in pending.revoked:
+                # Revoked while this batch waited: whoever owns the partition now (maybe
+                # this instance again, restored from an older snapshot) reads these
+                # records again; committing past them would skip them.
+                continue
             self._offsets[partition] = max(offset + 1, self._offsets.get(partition, 0))
         self._dirty |= result.touched
         now = time.time()
@@ -288,34 +351,53 @@ class Service:
     # ------------------------------------------------------------------ commits
 
     def _commit_due(self) -> bool:
-        return time.monotonic() - self._last_commit >= self.settings.commit_interval_s
+        return time.monotonic() >= self._next_commit
 
     async def _commit(self, *, force: bool = False) -> bool:
-        """Save snapshots of changed turbines, then commit offsets (caller holds the lock)."""
+        """Save snapshots of changed turbines, then commit offsets (caller holds the lock).
+
+        Each step is bounded by `commit_timeout_s` (aiokafka retries a commit to a lost
+        topic for ever); a failure is retried with backoff, up to `retry_max_s` apart.
+        """
         assigned = self.source.assignment()
         offsets = {
             p: o for p, o in self._offsets.items() if p in assigned and o != self._committed.get(p)
         }
+        interval = self.settings.commit_interval_s
         if not offsets and not self._dirty and not force:
-            self._last_commit = time.monotonic()
+            self._next_commit = time.monotonic() + interval
             return True
         snapshots = [
             (tid, self.processor.snapshot(tid))
             for tid in sorted(self._dirty)
             if tid in self.processor.turbines
         ]
+        timeout = self.settings.commit_timeout_s
         try:
             if snapshots:
-                await self.state.save(snapshots)
+                await asyncio.wait_for(self.state.save(snapshots), timeout)
             if offsets:
-                await self.source.commit(offsets)
-        except Exception as exc:  # noqa: BLE001 - a failed commit is retried next interval
+                await asyncio.wait_for(self.source.commit(offsets), timeout)
+        except Exception as exc:  # noqa: BLE001 - a failed commit is retried with backoff
+            self._commit_failures += 1
+            delay = min(self.settings.retry_max_s, interval * 2.0**self._commit_failures)
+            self._next_commit = time.monotonic() + delay
             self.metrics.sink_errors.labels("commit", "retryable").inc()
-            log.warning("commit_failed", error=repr(exc))
+            log.warning(
+                "commit_failed",
+                error=repr(exc)[:300] or type(exc).__name__,
+                attempt=self._commit_failures,
+                retry_in_s=round(delay, 2),
+            )
             return False
+        if self._commit_failures:
+            log.info("commit_recovered", attempts=self._commit_failures)
+        self._commit_failures = 0
         self._committed.update(offsets)
+        self._ever_committed.update(offsets)
         self._dirty.clear()
-        self._last_commit = time.monotonic()
+        self._next_commit = time.monotonic() + interval
+        self._last_progress = time.monotonic()
         self.metrics.commits.inc()
         return True
 
@@ -326,6 +408,8 @@ class Service:
         async with self._lock:
             if self._pending is None:
                 await self._commit()
+            else:
+                self._pending.revoked |= partitions
             gone = self.processor.drop_partitions(partitions)
             self._dirty -= set(gone)
             for p in partitions:
@@ -355,34 +439,107 @@ class Service:
     # ------------------------------------------------------------------ watchdog
 
     async def _watchdog(self, stop: asyncio.Event) -> None:
-        """Watch progress: unready when stalled while behind, consumer recreated past a limit.
+        """Watch the broker and progress; unready and recreate the consumer when needed.
 
-        aiokafka consumers can stall silently after broker restarts or rebalances
-        (docs/pitfalls.md).
+        aiokafka consumers can stall silently after broker restarts or rebalances, and a
+        broker with memory storage forgets topics and offsets when it restarts
+        (docs/pitfalls.md, docs/recovery.md).
         """
         while not stop.is_set():
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(min(1.0, self.settings.watchdog_unready_s / 2))
+            if stop.is_set():
+                return
             try:
-                lag = self.source.lag()
+                await self._watch_once()
             except Exception as exc:  # noqa: BLE001 - a watchdog must not die
-                log.warning("watchdog_lag_failed", error=repr(exc))
-                continue
-            for partition, behind in lag.items():
-                self.metrics.lag.labels(str(partition)).set(behind)
-            if self._offsets != self._progress_mark:
-                self._progress_mark = dict(self._offsets)
-                self._last_progress = time.monotonic()
-            if self._paused or not any(v > 0 for v in lag.values()):
-                self._last_progress = time.monotonic()  # nothing to consume, or paused on purpose
-            age = time.monotonic() - self._last_progress
-            self.metrics.progress_age.set(age)
-            self.health.consuming = age < self.settings.watchdog_unready_s
-            self.metrics.ready.set(1 if self.health.ready else 0)
-            if age >= self.settings.watchdog_restart_s:
-                log.warning("consumer_stalled_restarting", stalled_s=round(age, 1))
-                self.metrics.consumer_restarts.inc()
-                self._last_progress = time.monotonic()
-                try:
-                    await self.source.restart()
-                except Exception as exc:  # noqa: BLE001 - try again next time
-                    log.warning("consumer_restart_failed", error=repr(exc))
+                log.warning("watchdog_failed", error=repr(exc)[:300])
+            except asyncio.CancelledError:
+                # A client library's internal cancellation must not end the watchdog
+                # (aiokafka's fetcher leaks one when it closes); ours does.
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise
+                log.warning("watchdog_step_cancelled")
+
+    async def _watch_once(self) -> None:
+        for logger, count in take_suppressed().items():
+            self.metrics.log_suppressed.labels(logger).inc(count)
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + self.settings.broker_check_interval_s
+            await self._check_broker()
+        if self._restart_wanted:
+            await self._restart_source("topics_lost_or_consumer_down")
+            return
+        lag = self.source.lag()
+        for partition, behind in lag.items():
+            self.metrics.lag.labels(str(partition)).set(behind)
+        age = time.monotonic() - self._last_progress
+        self.metrics.progress_age.set(age)
+        waiting = any(v > 0 for v in lag.values()) and not self._paused
+        self.health.consuming = not (waiting and age >= self.settings.watchdog_unready_s)
+        self.metrics.ready.set(1 if self.health.ready else 0)
+        if waiting and age >= self.settings.watchdog_restart_s:
+            log.warning("consumer_stalled_restarting", stalled_s=round(age, 1))
+            await self._restart_source("stalled")
+
+    async def _check_broker(self) -> None:
+        """Ask the broker for the daemon's topics; note loss of reachability or of topics."""
+        try:
+            missing = await self.source.check()
+        except Exception as exc:  # noqa: BLE001 - unreachable, timed out, or no consumer
+            if self.health.broker_ok:
+                log.error("broker_unreachable", error=repr(exc)[:300])  # noqa: TRY400 - no trace
+            self.health.broker_ok = False
+            self.metrics.ready.set(0)
+            if isinstance(exc, SourceUnavailableError):  # no consumer: a restart failed
+                self._restart_wanted = True
+            return
+        if not self.health.broker_ok:
+            log.info("broker_reachable")
+        self.health.broker_ok = True
+        if missing:
+            async with self._lock:
+                self._forget_lost(missing)
+            self._restart_wanted = True
+
+    def _forget_lost(self, missing: set[str]) -> None:
+        """The broker lost topics (caller holds the lock): say what, reset what depends on it."""
+        input_lost = self.source.input_topic in missing
+        log.error(
+            "topics_lost",
+            topics=sorted(missing),
+            committed_offsets=dict(sorted(self._ever_committed.items())),
+            detail=(
+                "the input topic is gone: records after the committed offsets that were not "
+                "yet processed are lost; turbines restart with a warm-up"
+                if input_lost
+                else "output or state topics are gone: they are recreated; snapshots are "
+                "written again at the next commit"
+            ),
+        )
+        self.metrics.topics_lost.inc(len(missing))
+        if input_lost:
+            # Offsets of the new topic start again from 0: nothing of the old one applies.
+            self.processor.drop_partitions({t.partition for t in self.processor.turbines.values()})
+            self._offsets.clear()
+            self._committed.clear()
+            self._ever_committed.clear()
+            self._stash = []
+            self._dirty.clear()
+        else:
+            self._dirty |= set(self.processor.turbines)
+
+    async def _restart_source(self, why: str) -> None:
+        self.metrics.consumer_restarts.inc()
+        self._last_progress = time.monotonic()
+        try:
+            # Not under the lock: the old consumer's coordinator may be inside a rebalance
+            # callback that waits for it. The source keeps its pause across the restart.
+            await self.source.restart()
+        except Exception as exc:  # noqa: BLE001 - try again at the next check
+            self._restart_wanted = True
+            log.warning("consumer_restart_failed", why=why, error=repr(exc)[:300])
+            return
+        self._restart_wanted = False
+        log.info("consumer_restarted", why=why)

@@ -62,6 +62,21 @@ class ServiceMetrics:
             "Score/alarm lines the database refused for good (sent to the dead-letter topic)",
             registry=r,
         )
+        self.dropped = Counter(
+            "wtbi_outputs_dropped",
+            "Outputs a sink refused for good (not retried), per delivery step",
+            ["sink"],
+            registry=r,
+        )
+        self.topics_lost = Counter(
+            "wtbi_topics_lost", "Daemon topics the broker lost (then recreated)", registry=r
+        )
+        self.log_suppressed = Counter(
+            "wtbi_log_lines_suppressed",
+            "Repeated library log lines not printed (one per kind per interval is)",
+            ["logger"],
+            registry=r,
+        )
         self.commits = Counter("wtbi_commits", "Offset commits (after snapshots)", registry=r)
         self.consumer_restarts = Counter(
             "wtbi_consumer_restarts", "Consumers recreated by the watchdog", registry=r
@@ -81,9 +96,10 @@ class ServiceMetrics:
         )
         self.lag = Gauge("wtbi_consumer_lag", "Highwater - position", ["partition"], registry=r)
         self.progress_age = Gauge(
-            "wtbi_last_progress_age_seconds", "Seconds since assigned partitions advanced",
+            "wtbi_last_progress_age_seconds",
+            "Seconds since a record was fetched or offsets were committed",
             registry=r,
-        )  # fmt: skip
+        )
         self.assigned = Gauge("wtbi_assigned_partitions", "Partitions assigned", registry=r)
         self.paused = Gauge("wtbi_paused", "1 while input is paused for a sink", registry=r)
         self.ready = Gauge("wtbi_ready", "1 when ready", registry=r)
@@ -98,6 +114,7 @@ class Health:
     assigned: bool = False
     consuming: bool = True
     sinks_ok: bool = True
+    broker_ok: bool = True
     stopping: bool = False
     liveness_timeout_s: float = 60.0
 
@@ -112,10 +129,10 @@ class Health:
 
     @property
     def ready(self) -> bool:
-        """Started, assigned, consuming and able to write."""
+        """Started, assigned, consuming, the broker reachable and the sinks writable."""
         return (
             self.started and self.live and self.assigned and self.consuming and self.sinks_ok
-            and not self.stopping
+            and self.broker_ok and not self.stopping
         )  # fmt: skip
 
     def as_dict(self) -> dict[str, bool]:
@@ -127,5 +144,6 @@ class Health:
             "assigned": self.assigned,
             "consuming": self.consuming,
             "sinks_ok": self.sinks_ok,
+            "broker_ok": self.broker_ok,
             "stopping": self.stopping,
         }

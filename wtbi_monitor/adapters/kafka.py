@@ -7,13 +7,18 @@ Notes from docs/pitfalls.md and docs/infra.md that shaped this module:
   design relies on idempotent outputs instead): acks="all" with retries;
 * the highwater mark comes from fetch responses (`highwater`), never from ListOffsets
   (`end_offsets`), which one broker implementation gets wrong;
-* every network call that may hang at shutdown has a timeout (the service bounds them).
+* every network call that may hang at shutdown has a timeout (the service bounds them);
+* a dead letter that would not fit in a producer request (a record the broker accepted
+  under a larger limit) is replaced by a bounded summary, never retried as it is: one
+  oversized record must not stall the daemon (docs/recovery.md, "Poison pills").
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import time
 from typing import Any
 
@@ -24,13 +29,18 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 
 from wtbi_monitor.config import KafkaSettings
-from wtbi_monitor.errors import SinkError
+from wtbi_monitor.errors import SinkError, SourceUnavailableError
 from wtbi_monitor.logs import get_logger
 from wtbi_monitor.ports import RebalanceHandler
 from wtbi_monitor.scoring import DeadLetterRecord, InputRecord
 
 log = get_logger(__name__)
 LOAD_TIMEOUT_S = 60.0
+CHECK_TIMEOUT_S = 5.0
+#: Room left in a producer request for the record batch framing and headers.
+REQUEST_OVERHEAD_BYTES = 4096
+#: Bytes of an oversized record's value kept (base64) in its dead-letter summary.
+SUBSTITUTE_PREFIX_BYTES = 1024
 
 
 def connection_options(settings: KafkaSettings) -> dict[str, Any]:
@@ -52,8 +62,18 @@ def connection_options(settings: KafkaSettings) -> dict[str, Any]:
     return options
 
 
-async def ensure_topics(settings: KafkaSettings) -> None:
-    """Create the input, alert, dead-letter and state topics if they are missing."""
+def owned_topics(settings: KafkaSettings) -> tuple[str, ...]:
+    """The topics the daemon reads and writes (created at start-up when configured)."""
+    return (
+        settings.input_topic,
+        settings.alert_topic,
+        settings.dead_letter_topic,
+        settings.state_topic,
+    )
+
+
+async def ensure_topics(settings: KafkaSettings) -> list[str]:
+    """Create the input, alert, dead-letter and state topics if missing; return those made."""
     admin = AIOKafkaAdminClient(
         client_id=f"{settings.client_id}-admin", **connection_options(settings)
     )
@@ -76,6 +96,7 @@ async def ensure_topics(settings: KafkaSettings) -> None:
             with contextlib.suppress(TopicAlreadyExistsError):  # another instance was faster
                 await admin.create_topics(missing)
             log.info("topics_created", topics=[t.name for t in missing])
+        return [t.name for t in missing]
     finally:
         await admin.close()
 
@@ -83,15 +104,35 @@ async def ensure_topics(settings: KafkaSettings) -> None:
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     """Bridges aiokafka's listener to the service's partition-number handler."""
 
-    def __init__(self, handler: RebalanceHandler) -> None:
+    def __init__(self, handler: RebalanceHandler, source: KafkaSource) -> None:
         self.handler = handler
+        self.source = source
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         if revoked:
             await self.handler.on_revoked({tp.partition for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        if self.source.paused and self.source.live is not None and assigned:
+            self.source.live.pause(*assigned)  # a pause covers partitions assigned later
         await self.handler.on_assigned({tp.partition for tp in assigned})
+
+
+async def _stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """Stop a consumer; a CancelledError from its own tasks does not escape.
+
+    aiokafka's fetcher awaits the fetch tasks it has just cancelled when it closes, so
+    stopping a consumer whose broker is gone can raise CancelledError into the caller (it
+    killed the watchdog task before this guard). Only a cancellation of the caller itself
+    propagates.
+    """
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.warning("consumer_stop_cancelled_internally")
 
 
 class KafkaSource:
@@ -102,6 +143,17 @@ class KafkaSource:
         self._consumer: AIOKafkaConsumer | None = None
         self._handler: RebalanceHandler | None = None
         self._positions: dict[int, int] = {}
+        self.paused = False
+
+    @property
+    def input_topic(self) -> str:
+        """The topic read."""
+        return self.settings.input_topic
+
+    @property
+    def live(self) -> AIOKafkaConsumer | None:
+        """The consumer, or None between a failed restart and the next one."""
+        return self._consumer
 
     def set_handler(self, handler: RebalanceHandler) -> None:
         """Register the rebalance handler."""
@@ -126,32 +178,58 @@ class KafkaSource:
             msg = "set_handler must be called before start"
             raise RuntimeError(msg)
         consumer = self._new_consumer()
-        consumer.subscribe([self.settings.input_topic], listener=_Listener(self._handler))
-        await consumer.start()
+        consumer.subscribe([self.settings.input_topic], listener=_Listener(self._handler, self))
+        try:
+            await consumer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(_stop_consumer(consumer), CHECK_TIMEOUT_S)
+            raise
         self._consumer = consumer
 
     async def stop(self) -> None:
         """Leave the group and close."""
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
-            await consumer.stop()
+            await _stop_consumer(consumer)
 
     async def restart(self) -> None:
-        """Recreate the consumer (the watchdog's remedy for a silently stalled one)."""
-        await self.stop()
+        """Recreate the consumer (the watchdog's remedy for a stalled or orphaned one).
+
+        Topics the daemon owns are recreated first when `create_topics` is set (a broker
+        with memory storage loses them on restart); the new consumer rejoins the group and
+        resumes from the committed offsets, or from `auto_offset_reset` where there are none.
+        """
+        with contextlib.suppress(Exception):  # a consumer of a dead broker may fail to close
+            await asyncio.wait_for(self.stop(), CHECK_TIMEOUT_S * 2)
+        self._consumer = None
+        self._positions.clear()
+        if self.settings.create_topics:
+            await ensure_topics(self.settings)
         await self.start()
+
+    async def check(self) -> set[str]:
+        """Ask the broker for its topics; return the daemon's topics it does not have.
+
+        Raises `KafkaError` or `TimeoutError` when the broker cannot be reached.
+        """
+        topics = await asyncio.wait_for(self.consumer.topics(), CHECK_TIMEOUT_S)
+        return set(owned_topics(self.settings)) - set(topics)
 
     @property
     def consumer(self) -> AIOKafkaConsumer:
         """The live consumer."""
         if self._consumer is None:
-            msg = "the source is not started"
-            raise RuntimeError(msg)
+            msg = "the source has no consumer (not started, or its restart failed)"
+            raise SourceUnavailableError(msg)
         return self._consumer
 
     async def fetch(self, max_records: int, timeout_ms: int) -> list[InputRecord]:
         """Records of the assigned partitions, partition by partition, in offset order."""
-        batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        if self._consumer is None:  # between a failed restart and the watchdog's next one
+            await asyncio.sleep(timeout_ms / 1000)
+            return []
+        batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
         out: list[InputRecord] = []
         for tp in sorted(batches, key=lambda t: t.partition):
             out.extend(
@@ -175,12 +253,16 @@ class KafkaSource:
         await self.consumer.commit({TopicPartition(topic, p): o for p, o in offsets.items()})
 
     def pause(self) -> None:
-        """Stop fetching the assigned partitions."""
-        self.consumer.pause(*self.consumer.assignment())
+        """Stop fetching the assigned partitions (and those assigned while paused)."""
+        self.paused = True
+        if self._consumer is not None:
+            self._consumer.pause(*self._consumer.assignment())
 
     def resume(self) -> None:
         """Fetch again."""
-        self.consumer.resume(*self.consumer.assignment())
+        self.paused = False
+        if self._consumer is not None:
+            self._consumer.resume(*self._consumer.assignment())
 
     def assignment(self) -> set[int]:
         """Assigned input partitions."""
@@ -211,6 +293,7 @@ class KafkaOutputs:
             enable_idempotence=False,
             linger_ms=5,
             request_timeout_ms=15_000,
+            max_request_size=settings.max_request_bytes,
             **connection_options(settings),
         )
 
@@ -223,41 +306,106 @@ class KafkaOutputs:
         await self._producer.stop()
 
     async def _send_all(
-        self, topic: str, items: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]
+        self, topic: str, items: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]
     ) -> None:
+        """Send every item and wait for all acknowledgements.
+
+        A retriable failure of any item fails the whole call (the caller retries it; the
+        topics are at-least-once). Items refused for good (too large, not authorised) do
+        not stop the others: the call then raises a permanent `SinkError` naming them.
+        """
+        futures: list[asyncio.Future[Any]] = []
+        refused: list[tuple[int, KafkaError]] = []
         try:
-            futures = [
-                await self._producer.send(topic, value=v, key=k, headers=h or None)
-                for k, v, h in items
-            ]
-            await asyncio.gather(*futures)
+            for i, (k, v, h) in enumerate(items):
+                try:
+                    sent = await self._producer.send(topic, value=v, key=k, headers=h or None)
+                    futures.append(sent)
+                except KafkaError as exc:
+                    if getattr(exc, "retriable", True):
+                        raise
+                    refused.append((i, exc))
+            outcomes = await asyncio.gather(*futures, return_exceptions=True)
         except KafkaError as exc:
             msg = f"kafka send to {topic} failed: {exc!r}"
-            raise SinkError(msg, retryable=getattr(exc, "retriable", True)) from exc
+            raise SinkError(msg, retryable=True) from exc
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        retriable = [f for f in failures if getattr(f, "retriable", True)]
+        if retriable:
+            msg = f"kafka send to {topic} failed ({len(failures)}/{len(items)}): {retriable[0]!r}"
+            raise SinkError(msg, retryable=True) from retriable[0]
+        if refused or failures:
+            first = refused[0][1] if refused else failures[0]
+            msg = (
+                f"kafka refused {len(refused) + len(failures)} of {len(items)} messages to "
+                f"{topic} for good (items {[i for i, _ in refused][:10]}...): {first!r}"
+            )
+            raise SinkError(msg, retryable=False)
 
     async def publish_alerts(self, messages: list[tuple[bytes, bytes]]) -> None:
         """Alarm events to the alert topic, keyed by turbine id."""
         await self._send_all(self.settings.alert_topic, [(k, v, []) for k, v in messages])
 
     async def publish_dead_letters(self, letters: list[DeadLetterRecord]) -> None:
-        """Rejected records with reason, detail and source coordinates in headers."""
+        """Rejected records with reason, detail and source coordinates in headers.
+
+        The value is the record as it came (None for a tombstone), unless the record would
+        not fit in a producer request: then a bounded JSON summary (`dead_letter_summary`)
+        takes its place and the header `substituted: true` says so.
+        """
         now = str(int(time.time() * 1000)).encode()
-        items = []
+        limit = self.settings.max_request_bytes - REQUEST_OVERHEAD_BYTES
+        items: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
         for d in letters:
+            rec = d.record
             headers = [
                 ("reason", d.reason.encode()),
                 ("detail", d.detail[:500].encode("utf-8", "replace")),
-                ("source_topic", d.record.topic.encode()),
-                ("source_partition", str(d.record.partition).encode()),
-                ("source_offset", str(d.record.offset).encode()),
+                ("source_topic", rec.topic.encode()),
+                ("source_partition", str(rec.partition).encode()),
+                ("source_offset", str(rec.offset).encode()),
                 ("rejected_at_ms", now),
             ]
-            items.append((d.record.key, d.record.value or b"", headers))
+            key, value = rec.key, rec.value
+            if len(key or b"") + len(value or b"") > limit:
+                log.error(
+                    "dead_letter_substituted",
+                    detail="record too large for a producer request: sent as a summary",
+                    partition=rec.partition,
+                    offset=rec.offset,
+                    value_bytes=len(value or b""),
+                    key_bytes=len(key or b""),
+                )
+                value = dead_letter_summary(d)
+                key = key[:256] if key is not None else None
+                headers.append(("substituted", b"true"))
+            items.append((key, value, headers))
         await self._send_all(self.settings.dead_letter_topic, items)
 
     async def save_state(self, snapshots: list[tuple[str, bytes]]) -> None:
         """Per-turbine snapshots to the compacted state topic."""
         await self._send_all(self.settings.state_topic, [(t.encode(), s, []) for t, s in snapshots])
+
+
+def dead_letter_summary(letter: DeadLetterRecord) -> bytes:
+    """A bounded stand-in for a record too large to dead-letter as it is (docs/schemas.md)."""
+    rec = letter.record
+    value = rec.value or b""
+    return orjson.dumps(
+        {
+            "substituted": True,
+            "reason": letter.reason,
+            "size_bytes": len(value),
+            "key": (rec.key or b"")[:256].decode("utf-8", "replace"),
+            "key_bytes": len(rec.key or b""),
+            "topic": rec.topic,
+            "partition": rec.partition,
+            "offset": rec.offset,
+            "timestamp_ms": rec.timestamp_ms,
+            "sha256": hashlib.sha256(value).hexdigest(),
+            "prefix_base64": base64.b64encode(value[:SUBSTITUTE_PREFIX_BYTES]).decode(),
+        }
+    )
 
 
 class AlertSink:
