@@ -33,15 +33,26 @@ def _float(value: float) -> str:
     return repr(float(value))  # shortest text that reads back as the same float
 
 
-def score_lines(points: ScorePoints, name: str, model: str, channels: tuple[str, ...]) -> list[str]:
-    """One line per window: `<name>,model=..,turbine=.. score=..,threshold=..,... <ms>`.
+def score_lines(
+    points: ScorePoints,
+    name: str,
+    model: str,
+    channels: tuple[str, ...],
+    *,
+    model_version: str | None = None,
+) -> list[str]:
+    """One line per window: `<name>,model=..,model_version=..,turbine=.. score=..,... <ms>`.
+
+    `model_version` (name@hash) keeps the series of two bundles with the same name apart;
+    without it (older callers) the tag is left out.
 
     Fields: score, threshold, tail_probability, clip_fraction, above (0/1) and, for windows
     whose per-channel errors were computed (score at or above the alarm's clear level),
     top1..top3 (channel index in the configured order) and top1_share..top3_share.
     """
     del channels  # indices refer to the configured order; docs/schemas.md lists it
-    head = f"{measurement(name)},model={tag(model)},turbine="
+    version = f",model_version={tag(model_version)}" if model_version else ""
+    head = f"{measurement(name)},model={tag(model)}{version},turbine="
     lines = []
     thresholds = points.threshold.tolist()
     scores = points.score.tolist()

@@ -188,6 +188,9 @@ class StreamProcessor:
         alarm: alarm settings.
         decoder: validates records against the bundle's channels.
         score_batch_size: windows per inference call (fixed-size buckets).
+        max_turbines: turbines tracked at once; a reading of a further turbine id is
+            dead-lettered (`too_many_turbines`) so that unbounded ids cannot exhaust
+            memory (docs/operations.md measures the state per turbine).
     """
 
     def __init__(
@@ -197,8 +200,11 @@ class StreamProcessor:
         alarm: AlarmSettings,
         decoder: RecordDecoder,
         score_batch_size: int = 512,
+        *,
+        max_turbines: int | None = None,
     ) -> None:
         self.bundle = bundle
+        self.max_turbines = max_turbines
         self.pre = preprocessing
         self.alarm_settings = alarm
         self.decoder = decoder
@@ -261,11 +267,18 @@ class StreamProcessor:
             msg = f"unknown snapshot version {doc.get('v')!r}"
             raise ValueError(msg)
         turbine_id = str(doc["turbine_id"])
+        self.turbines.pop(turbine_id, None)
         t = self._turbine(turbine_id, int(doc["partition"]))
-        t.offset = int(doc["offset"])
-        t.stream.restore(doc["stream"])
-        if doc.get("model_version") == self.context.model_version:
-            t.alarm.restore(doc["alarm"])
+        try:
+            t.offset = int(doc["offset"])
+            t.stream.restore(doc["stream"])
+            if doc.get("model_version") == self.context.model_version:
+                t.alarm.restore(doc["alarm"])
+        except Exception:
+            # Half a restore is worse than none: the turbine would skip records up to the
+            # snapshot's offset with state that does not contain them.
+            del self.turbines[turbine_id]
+            raise
         return turbine_id
 
     def drop_partitions(self, partitions: set[int]) -> list[str]:
@@ -283,6 +296,7 @@ class StreamProcessor:
         pending: dict[str, _Pending] = {}
         last_offsets: dict[int, int] = {}
         skipped = 0
+        new_turbines = 0  # ids of this batch not tracked yet
         oldest: int | None = None
         for rec in records:
             last_offsets[rec.partition] = max(rec.offset, last_offsets.get(rec.partition, -1))
@@ -292,6 +306,15 @@ class StreamProcessor:
                 dead.append(DeadLetterRecord(rec, exc.reason, exc.detail))
                 continue
             known = self.turbines.get(reading.turbine_id)
+            if (
+                known is None
+                and self.max_turbines is not None
+                and reading.turbine_id not in pending
+                and len(self.turbines) + new_turbines >= self.max_turbines
+            ):
+                detail = f"already tracking {self.max_turbines} turbines (service.max_turbines)"
+                dead.append(DeadLetterRecord(rec, Reason.TOO_MANY_TURBINES, detail))
+                continue
             if (
                 known is not None
                 and rec.offset <= known.offset
@@ -303,6 +326,7 @@ class StreamProcessor:
             if p is None:
                 p = _Pending(partition=rec.partition)
                 pending[reading.turbine_id] = p
+                new_turbines += known is None
                 p.last_time = known.stream.last_time_ms if known is not None else None
             if p.last_time is not None and reading.time_ms <= p.last_time:
                 reason = (
