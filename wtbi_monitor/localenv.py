@@ -137,19 +137,76 @@ def stop_process(pid: int, timeout_s: float = 5.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def _spawn(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+def _spawn(
+    args: list[str], log_path: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start a server in its own session, output appended to `log_path`."""
     with log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(  # noqa: S603 - our own binaries, fixed arguments
-            args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
 
 
-def start_kafka(workdir: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
-    """Start Tansu on 127.0.0.1 with in-memory storage; wait until it answers."""
+S3_BUCKET = "tansu"
+
+
+def s3_env(s3_port: int) -> dict[str, str]:
+    """Environment for Tansu's S3 storage on a local S3 API (loopback only, docs/infra)."""
+    return {
+        "AWS_ENDPOINT": f"http://127.0.0.1:{s3_port}",
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_ACCESS_KEY_ID": "wtbi-local",
+        "AWS_SECRET_ACCESS_KEY": "wtbi-local",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+
+def start_s3(workdir: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """Start a local S3 API (moto's server) with the broker's bucket; for durable storage."""
+    try:
+        import boto3  # noqa: PLC0415 - only the durable broker needs it (moto[server])
+    except ModuleNotFoundError as exc:
+        msg = "moto[server] is not installed: pip install 'moto[server]'"
+        raise ServerError(msg) from exc
+    port = port or free_port()
+    proc = _spawn(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        workdir / "moto.log",
+    )
+    env = s3_env(port)
+    client = boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT"],
+        region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+
+    def ready() -> bool:
+        try:
+            names = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+            if S3_BUCKET not in names:
+                client.create_bucket(Bucket=S3_BUCKET)
+        except Exception:  # noqa: BLE001 - not listening yet
+            return False
+        return True
+
+    _wait(ready, "the local S3 server", proc)
+    return proc, port
+
+
+def start_kafka(
+    workdir: Path, port: int | None = None, *, s3_port: int | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start Tansu on 127.0.0.1; wait until it answers.
+
+    Storage is in memory (lost when the broker stops) unless `s3_port` names a local S3
+    API (`start_s3`): topics, records and committed offsets then survive a restart.
+    """
     port = port or free_port()
     binary = tansu_binary()
     url = f"tcp://127.0.0.1:{port}"
+    storage = f"s3://{S3_BUCKET}/" if s3_port else "memory://tansu/"
     proc = _spawn(
         [
             str(binary),
@@ -159,9 +216,10 @@ def start_kafka(workdir: Path, port: int | None = None) -> tuple[subprocess.Pope
             "--advertised-listener-url",
             url,
             "--storage-engine",
-            "memory://tansu/",
+            storage,
         ],
         workdir / "tansu.log",
+        env={**os.environ, **s3_env(s3_port)} if s3_port else None,
     )
 
     def ready() -> bool:
