@@ -108,6 +108,7 @@ class Service:
         self._next_commit = time.monotonic() + settings.commit_interval_s
         self._next_check = 0.0
         self._restart_wanted = False
+        self._loop_stuck_logged = False
 
     # ------------------------------------------------------------------ main loop
 
@@ -471,6 +472,10 @@ class Service:
         if self._restart_wanted:
             await self._restart_source("topics_lost_or_consumer_down")
             return
+        if not self.health.live and not self._loop_stuck_logged:
+            # /healthz/live answers 503 now; an orchestrator restarts the process.
+            log.error("main_loop_stuck", seconds=round(time.monotonic() - self.health.loop_beat))
+        self._loop_stuck_logged = not self.health.live
         lag = self.source.lag()
         for partition, behind in lag.items():
             self.metrics.lag.labels(str(partition)).set(behind)

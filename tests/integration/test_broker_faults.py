@@ -57,6 +57,8 @@ def produce_with_big_record(h: Harness, messages, big: bytes) -> None:
             for i, (_t, turbine, value) in enumerate(messages):
                 if i == half:
                     await producer.send_and_wait(settings.kafka.input_topic, big, key=b"big")
+                    # and a tombstone, which must be dead-lettered as a tombstone
+                    await producer.send_and_wait(settings.kafka.input_topic, None, key=b"nil")
                 await producer.send(settings.kafka.input_topic, value, key=turbine.encode())
             await producer.flush()
         finally:
@@ -65,10 +67,15 @@ def produce_with_big_record(h: Harness, messages, big: bytes) -> None:
     asyncio.run(run())
 
 
+def dead_letters(h: Harness) -> list[tuple[bytes | None, bytes | None, dict[str, bytes]]]:
+    """Every dead-letter message: (key, value, headers)."""
+    return h.topic_messages(f"dlq-{h.uid}")
+
+
 def substitutes(h: Harness) -> list[tuple[dict[str, bytes], dict]]:
     """Dead letters sent as summaries: (headers, decoded summary)."""
     out = []
-    for _key, value, headers in h.topic_messages(f"dlq-{h.uid}"):
+    for _key, value, headers in dead_letters(h):
         if headers.get("substituted") == b"true":
             out.append((headers, orjson.loads(value)))
     return out
@@ -81,7 +88,6 @@ def test_a_record_above_the_producer_limit_never_stalls_the_daemon(
     big = b'{"turbine_id": "big", "pad": "' + b"x" * BIG_BYTES + b'"}'
     produce_with_big_record(harness, messages, big)
     expected = harness.expected(messages)
-    expected.dead_letters.append(Reason.TOO_LARGE)
 
     # First instance: never commits (huge interval), killed once it has written
     # everything. The group has no committed offsets, so the next instance starts ON
@@ -96,8 +102,9 @@ def test_a_record_above_the_producer_limit_never_stalls_the_daemon(
 
     harness.start_daemon("second")
     target = harness.end_offsets(messages)
-    big_partition = next(iter(substitutes(harness)))[1]["partition"]
-    target[big_partition] = target.get(big_partition, 0) + 1
+    for extra in (b"big", b"nil"):  # one more record each in their partitions
+        p = next(h["source_partition"] for k, _v, h in dead_letters(harness) if k == extra)
+        target[int(p)] = target.get(int(p), 0) + 1
     wait_for(lambda: harness.committed() == target, 120, f"committed offsets {target}")
 
     found = substitutes(harness)
@@ -111,6 +118,11 @@ def test_a_record_above_the_producer_limit_never_stalls_the_daemon(
         assert summary["key"] == "big"
         assert headers["source_offset"] == str(summary["offset"]).encode()
     assert found[0][1]["offset"] == found[1][1]["offset"]
+    tombstones = [(v, h) for k, v, h in dead_letters(harness) if k == b"nil"]
+    assert len(tombstones) == 2  # once per instance
+    for value, headers in tombstones:
+        assert value is None  # null, as it came; not an empty value
+        assert headers["reason"] == Reason.MALFORMED_JSON.encode()
     # Nothing else was lost on the way: every valid reading's outputs are there.
     assert_same_outputs(harness, expected, alerts_exact=False)
     second = [line["event"] for line in harness.log_lines("second")]

@@ -48,6 +48,28 @@ def retry_after_seconds(headers: Any) -> float | None:
         return None
 
 
+#: A refused chunk is dead-lettered in pieces of at most this many bytes (whole lines), so
+#: that each fits in a producer request and can be re-sent as it is.
+DEAD_LETTER_PIECE_BYTES = 512 * 1024
+
+
+def _pieces(lines: list[str], limit: int) -> list[bytes]:
+    """Lines joined by newlines, in pieces of at most `limit` bytes (or one long line)."""
+    pieces: list[bytes] = []
+    current: list[bytes] = []
+    size = 0
+    for line in lines:
+        data = line.encode()
+        if current and size + len(data) + 1 > limit:
+            pieces.append(b"\n".join(current))
+            current, size = [], 0
+        current.append(data)
+        size += len(data) + 1
+    if current:
+        pieces.append(b"\n".join(current))
+    return pieces
+
+
 class InfluxSink:
     """Writes line-protocol lines and waits for the database to acknowledge them.
 
@@ -98,15 +120,12 @@ class InfluxSink:
                     [
                         DeadLetterRecord(
                             InputRecord(
-                                partition=-1,
-                                offset=-1,
-                                key=b"influx",
-                                value="\n".join(chunk).encode(),
-                                topic="influx",
+                                partition=-1, offset=-1, key=b"influx", value=part, topic="influx"
                             ),
                             Reason.SINK_REJECTED,
                             str(exc)[:500],
                         )
+                        for part in _pieces(chunk, DEAD_LETTER_PIECE_BYTES)
                     ]
                 )
         return rejected

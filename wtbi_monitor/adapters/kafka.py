@@ -25,7 +25,15 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+)
 from aiokafka.helpers import create_ssl_context
 
 from wtbi_monitor.config import KafkaSettings
@@ -285,9 +293,9 @@ class KafkaSource:
 class KafkaOutputs:
     """One producer for alerts, dead letters and state snapshots; every send is awaited."""
 
-    def __init__(self, settings: KafkaSettings) -> None:
+    def __init__(self, settings: KafkaSettings, producer: AIOKafkaProducer | None = None) -> None:
         self.settings = settings
-        self._producer = AIOKafkaProducer(
+        self._producer = producer or AIOKafkaProducer(
             client_id=f"{settings.client_id}-out",
             acks="all",
             enable_idempotence=False,
@@ -322,7 +330,7 @@ class KafkaOutputs:
                     sent = await self._producer.send(topic, value=v, key=k, headers=h or None)
                     futures.append(sent)
                 except KafkaError as exc:
-                    if getattr(exc, "retriable", True):
+                    if not _refused_for_good(exc):
                         raise
                     refused.append((i, exc))
             outcomes = await asyncio.gather(*futures, return_exceptions=True)
@@ -330,7 +338,7 @@ class KafkaOutputs:
             msg = f"kafka send to {topic} failed: {exc!r}"
             raise SinkError(msg, retryable=True) from exc
         failures = [o for o in outcomes if isinstance(o, BaseException)]
-        retriable = [f for f in failures if getattr(f, "retriable", True)]
+        retriable = [f for f in failures if not _refused_for_good(f)]
         if retriable:
             msg = f"kafka send to {topic} failed ({len(failures)}/{len(items)}): {retriable[0]!r}"
             raise SinkError(msg, retryable=True) from retriable[0]
@@ -385,6 +393,22 @@ class KafkaOutputs:
     async def save_state(self, snapshots: list[tuple[str, bytes]]) -> None:
         """Per-turbine snapshots to the compacted state topic."""
         await self._send_all(self.settings.state_topic, [(t.encode(), s, []) for t, s in snapshots])
+
+
+#: Failures that sending the same message again cannot cure. Everything else (timeouts,
+#: lost connections, leader changes, a missing topic) is retried: aiokafka marks some of
+#: those `retriable = False` too (KafkaTimeoutError), which must not drop outputs.
+_PERMANENT = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    TopicAuthorizationFailedError,
+    InvalidTopicError,
+)
+
+
+def _refused_for_good(exc: BaseException) -> bool:
+    return isinstance(exc, _PERMANENT)
 
 
 def dead_letter_summary(letter: DeadLetterRecord) -> bytes:
