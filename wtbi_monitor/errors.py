@@ -77,11 +77,17 @@ class SinkError(WtbiError):
     """An output sink failed to acknowledge a write."""
 
     def __init__(
-        self, message: str, *, retryable: bool, retry_after_s: float | None = None
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after_s: float | None = None,
+        refused: int | None = None,
     ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after_s = retry_after_s
+        self.refused = refused  # permanent: how many items were refused (None: all)
 
 
 class SourceUnavailableError(WtbiError):

@@ -270,6 +270,8 @@ class Service:
             "points": len(pending.lines),
             "alerts": len(pending.alerts),
         }[sink]
+        if exc.refused is not None:  # the sink delivered the others
+            count = min(count, exc.refused)
         self.metrics.dropped.labels(sink).inc(count)
         coordinates = (
             [(d.record.partition, d.record.offset) for d in result.dead_letters[:20]]
@@ -532,6 +534,8 @@ class Service:
             self._ever_committed.clear()
             self._stash = []
             self._dirty.clear()
+            if self._pending is not None:  # its offsets belong to the lost topic
+                self._pending.revoked |= set(self._pending.result.last_offsets)
         else:
             self._dirty |= set(self.processor.turbines)
 

@@ -97,6 +97,7 @@ async def test_a_message_refused_for_good_does_not_block_the_others():
     with pytest.raises(SinkError) as caught:
         await out.publish_alerts(alerts)
     assert caught.value.retryable is False
+    assert caught.value.refused == 1
     assert [k for _, k, _, _ in fake.sent] == [b"T01", b"T03"]  # the others went out
 
 

@@ -348,7 +348,7 @@ class KafkaOutputs:
                 f"kafka refused {len(refused) + len(failures)} of {len(items)} messages to "
                 f"{topic} for good (items {[i for i, _ in refused][:10]}...): {first!r}"
             )
-            raise SinkError(msg, retryable=False)
+            raise SinkError(msg, retryable=False, refused=len(refused) + len(failures))
 
     async def publish_alerts(self, messages: list[tuple[bytes, bytes]]) -> None:
         """Alarm events to the alert topic, keyed by turbine id."""
