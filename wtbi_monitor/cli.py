@@ -443,7 +443,11 @@ async def open_service(settings: Settings) -> AsyncIterator[tuple[Service, HttpE
     outputs = KafkaOutputs(settings.kafka)
     await outputs.start()
     dead_letters = DeadLetters(outputs)
-    influx = InfluxSink(settings.influx, dead_letters=dead_letters)
+    influx = InfluxSink(
+        settings.influx,
+        dead_letters=dead_letters,
+        dead_letter_piece_bytes=settings.kafka.max_request_bytes // 2,
+    )
     metrics, health = ServiceMetrics(), Health()
     http = HttpEndpoint(metrics, health, settings.service.http_host, settings.service.http_port)
     await http.start()
@@ -464,8 +468,10 @@ async def open_service(settings: Settings) -> AsyncIterator[tuple[Service, HttpE
     finally:
         sys.setswitchinterval(switch_interval)
         await http.stop()
-        try:
-            await asyncio.wait_for(outputs.stop(), settings.service.shutdown_timeout_s)
+        try:  # what is left of the shutdown budget after the drain (80 %) and the consumer
+            await asyncio.wait_for(outputs.stop(), settings.service.shutdown_timeout_s * 0.15)
+        except TimeoutError:
+            log.warning("shutdown_step_timed_out", step="producer close")
         finally:
             influx.close()
 

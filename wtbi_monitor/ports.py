@@ -47,6 +47,10 @@ class Source(Protocol):
         """Recreate the underlying consumer, and the daemon's topics where it owns them."""
         ...
 
+    async def recreate_topics(self) -> list[str]:
+        """Create the daemon's missing topics where it owns them; return those created."""
+        ...
+
     async def check(self) -> set[str]:
         """The daemon's topics the broker does not have; raise if it cannot be reached."""
         ...

@@ -44,6 +44,9 @@ from wtbi_monitor.telemetry import Health, ServiceMetrics
 
 log = get_logger(__name__)
 
+#: Consecutive failed commits after which the service reports not ready.
+COMMIT_FAILURES_UNREADY = 3
+
 #: Delivery steps of a batch, in order.
 _STEPS = ("dead_letters", "points", "alerts")
 
@@ -109,6 +112,11 @@ class Service:
         self._next_check = 0.0
         self._restart_wanted = False
         self._loop_stuck_logged = False
+        self._discard_snapshots = False
+        self._missing_streak = 0
+        self._restart_failures = 0
+        self._next_restart = 0.0
+        self._draining = False
 
     # ------------------------------------------------------------------ main loop
 
@@ -152,6 +160,7 @@ class Service:
         consumer; `serve` ends the process by force if it is ever exceeded.
         """
         del stop
+        self._draining = True
         self._deadline = time.monotonic() + self.settings.shutdown_timeout_s * 0.8
         while self._pending is not None and self._remaining() > 0:
             if not await self._retry_pending():
@@ -162,8 +171,14 @@ class Service:
                 detail="not committed; it will be processed again after restart",
             )
             return False
-        async with self._lock:
-            return await self._bounded(self._commit(force=True), "final commit")
+        committed: list[bool] = []
+
+        async def final_commit() -> None:
+            async with self._lock:
+                committed.append(await self._commit(force=True))
+
+        finished = await self._bounded(final_commit(), "final commit")
+        return finished and all(committed)
 
     _deadline: float | None = None
 
@@ -383,6 +398,7 @@ class Service:
                 await asyncio.wait_for(self.source.commit(offsets), timeout)
         except Exception as exc:  # noqa: BLE001 - a failed commit is retried with backoff
             self._commit_failures += 1
+            self.health.commits_ok = self._commit_failures < COMMIT_FAILURES_UNREADY
             delay = min(self.settings.retry_max_s, interval * 2.0**self._commit_failures)
             self._next_commit = time.monotonic() + delay
             self.metrics.sink_errors.labels("commit", "retryable").inc()
@@ -396,6 +412,7 @@ class Service:
         if self._commit_failures:
             log.info("commit_recovered", attempts=self._commit_failures)
         self._commit_failures = 0
+        self.health.commits_ok = True
         self._committed.update(offsets)
         self._ever_committed.update(offsets)
         self._dirty.clear()
@@ -425,7 +442,23 @@ class Service:
         """Restore the assigned partitions' turbines from their snapshots."""
         async with self._lock:
             self.processor.drop_partitions(partitions)
-            snapshots = await self.state.load(partitions)
+            if self._discard_snapshots:
+                # The input topic was lost: snapshots name offsets of the old topic, which
+                # would make the new topic's first records look already processed.
+                self._discard_snapshots = False
+                snapshots = []
+            else:
+                try:
+                    snapshots = await asyncio.wait_for(
+                        self.state.load(partitions), self.settings.commit_timeout_s * 6
+                    )
+                except Exception as exc:  # noqa: BLE001 - not without state: stop and retry
+                    log.error("state_load_failed", error=repr(exc)[:300])  # noqa: TRY400
+                    # Consuming without the snapshots would warm up every turbine and
+                    # overwrite good snapshots at the next commit: hold the input instead.
+                    self.source.pause()
+                    self._restart_wanted = True
+                    return
             restored = []
             for snapshot in snapshots:
                 try:
@@ -465,6 +498,8 @@ class Service:
                 log.warning("watchdog_step_cancelled")
 
     async def _watch_once(self) -> None:
+        if self._draining:  # the shutdown owns the consumer now
+            return
         for logger, count in take_suppressed().items():
             self.metrics.log_suppressed.labels(logger).inc(count)
         now = time.monotonic()
@@ -472,7 +507,8 @@ class Service:
             self._next_check = now + self.settings.broker_check_interval_s
             await self._check_broker()
         if self._restart_wanted:
-            await self._restart_source("topics_lost_or_consumer_down")
+            if time.monotonic() >= self._next_restart:
+                await self._restart_source("input_lost_or_consumer_down")
             return
         if not self.health.live and not self._loop_stuck_logged:
             # /healthz/live answers 503 now; an orchestrator restarts the process.
@@ -505,10 +541,23 @@ class Service:
         if not self.health.broker_ok:
             log.info("broker_reachable")
         self.health.broker_ok = True
-        if missing:
-            async with self._lock:
-                self._forget_lost(missing)
-            self._restart_wanted = True
+        # A topic can be missing from one metadata answer (leader election); act on two.
+        self._missing_streak = self._missing_streak + 1 if missing else 0
+        if self._missing_streak < 2:  # two answers in a row
+            return
+        self._missing_streak = 0
+        async with self._lock:
+            self._forget_lost(missing)
+        if self.source.input_topic in missing:
+            self._restart_wanted = True  # a new topic: a new consumer, from its start
+            return
+        try:  # outputs or state only: recreate them, write every snapshot again
+            created = await self.source.recreate_topics()
+        except Exception as exc:  # noqa: BLE001 - tried again at the next check
+            log.warning("topic_recreation_failed", error=repr(exc)[:300])
+            return
+        if created:
+            self._next_commit = 0.0
 
     def _forget_lost(self, missing: set[str]) -> None:
         """The broker lost topics (caller holds the lock): say what, reset what depends on it."""
@@ -527,7 +576,9 @@ class Service:
         )
         self.metrics.topics_lost.inc(len(missing))
         if input_lost:
-            # Offsets of the new topic start again from 0: nothing of the old one applies.
+            # Offsets of the new topic start again from 0: nothing of the old one applies,
+            # neither the offsets nor the snapshots that name them.
+            self._discard_snapshots = True
             self.processor.drop_partitions({t.partition for t in self.processor.turbines.values()})
             self._offsets.clear()
             self._committed.clear()
@@ -540,15 +591,38 @@ class Service:
             self._dirty |= set(self.processor.turbines)
 
     async def _restart_source(self, why: str) -> None:
+        """Recreate the consumer as a rebalance would: revoke everything, then reassign.
+
+        The revoke commits what was delivered and forgets the turbines; the new consumer's
+        assignment restores them from their snapshots, so state and offsets stay together.
+        """
         self.metrics.consumer_restarts.inc()
         self._last_progress = time.monotonic()
+        self.health.assigned = False
         try:
-            # Not under the lock: the old consumer's coordinator may be inside a rebalance
-            # callback that waits for it. The source keeps its pause across the restart.
+            assigned = self.source.assignment()
+            if assigned:
+                await self.on_revoked(assigned)
+            # Not under the lock: the new consumer's first assignment calls on_assigned.
             await self.source.restart()
-        except Exception as exc:  # noqa: BLE001 - try again at the next check
+            if not self._paused:  # a pause kept for a failed state load ends here
+                self.source.resume()
+        except Exception as exc:  # noqa: BLE001 - tried again, with backoff
             self._restart_wanted = True
-            log.warning("consumer_restart_failed", why=why, error=repr(exc)[:300])
+            self._restart_failures += 1
+            delay = min(
+                self.settings.retry_max_s,
+                self.settings.retry_initial_s * 2.0**self._restart_failures,
+            )
+            self._next_restart = time.monotonic() + delay
+            log.warning(
+                "consumer_restart_failed",
+                why=why,
+                error=repr(exc)[:300],
+                attempt=self._restart_failures,
+                retry_in_s=round(delay, 2),
+            )
             return
         self._restart_wanted = False
+        self._restart_failures = 0
         log.info("consumer_restarted", why=why)

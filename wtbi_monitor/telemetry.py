@@ -115,6 +115,7 @@ class Health:
     consuming: bool = True
     sinks_ok: bool = True
     broker_ok: bool = True
+    commits_ok: bool = True
     stopping: bool = False
     liveness_timeout_s: float = 60.0
 
@@ -132,7 +133,7 @@ class Health:
         """Started, assigned, consuming, the broker reachable and the sinks writable."""
         return (
             self.started and self.live and self.assigned and self.consuming and self.sinks_ok
-            and self.broker_ok and not self.stopping
+            and self.broker_ok and self.commits_ok and not self.stopping
         )  # fmt: skip
 
     def as_dict(self) -> dict[str, bool]:
@@ -145,5 +146,6 @@ class Health:
             "consuming": self.consuming,
             "sinks_ok": self.sinks_ok,
             "broker_ok": self.broker_ok,
+            "commits_ok": self.commits_ok,
             "stopping": self.stopping,
         }

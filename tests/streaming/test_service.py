@@ -77,8 +77,15 @@ class FakeSource:
         self.stopped = True
 
     async def restart(self) -> None:
+        """A new consumer: it rejoins, resumes from the committed offsets and is assigned."""
         self.restarts += 1
         self.stalled = False
+        for p in self.position:
+            self.position[p] = self.committed.get(p, 0)
+        await self.handler.on_assigned(set(self.assigned))
+
+    async def recreate_topics(self) -> list[str]:
+        return []
 
     @property
     def input_topic(self) -> str:

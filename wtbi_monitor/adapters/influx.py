@@ -79,10 +79,15 @@ class InfluxSink:
     """
 
     def __init__(
-        self, settings: InfluxSettings, dead_letters: DeadLetterSink | None = None
+        self,
+        settings: InfluxSettings,
+        dead_letters: DeadLetterSink | None = None,
+        *,
+        dead_letter_piece_bytes: int = DEAD_LETTER_PIECE_BYTES,
     ) -> None:
         self.settings = settings
         self.dead_letters = dead_letters
+        self.piece_bytes = dead_letter_piece_bytes
         self._client = InfluxDBClient(
             url=settings.url,
             token=settings.token.get_secret_value(),
@@ -116,18 +121,23 @@ class InfluxSink:
                 self.rejected_lines += len(chunk)
                 rejected += len(chunk)
                 log.error("database_rejected_lines", lines=len(chunk), error=str(exc))  # noqa: TRY400 - expected, no traceback wanted
-                await self.dead_letters.publish(
-                    [
-                        DeadLetterRecord(
-                            InputRecord(
-                                partition=-1, offset=-1, key=b"influx", value=part, topic="influx"
-                            ),
-                            Reason.SINK_REJECTED,
-                            str(exc)[:500],
-                        )
-                        for part in _pieces(chunk, DEAD_LETTER_PIECE_BYTES)
-                    ]
-                )
+                letters = [
+                    DeadLetterRecord(
+                        InputRecord(
+                            partition=-1, offset=-1, key=b"influx", value=part, topic="influx"
+                        ),
+                        Reason.SINK_REJECTED,
+                        str(exc)[:500],
+                    )
+                    for part in _pieces(chunk, self.piece_bytes)
+                ]
+                try:
+                    await self.dead_letters.publish(letters)
+                except SinkError as dlq:
+                    if dlq.retryable:
+                        raise
+                    # Refused for good there too: say so and write the other chunks.
+                    log.error("database_rejected_lines_lost", lines=len(chunk), error=str(dlq))  # noqa: TRY400
         return rejected
 
     def _write_chunk(self, chunk: list[str]) -> None:

@@ -45,6 +45,7 @@ from wtbi_monitor.scoring import DeadLetterRecord, InputRecord
 log = get_logger(__name__)
 LOAD_TIMEOUT_S = 60.0
 CHECK_TIMEOUT_S = 5.0
+START_TIMEOUT_S = 30.0
 #: Room left in a producer request for the record batch framing and headers.
 REQUEST_OVERHEAD_BYTES = 4096
 #: Bytes of an oversized record's value kept (base64) in its dead-letter summary.
@@ -112,17 +113,20 @@ async def ensure_topics(settings: KafkaSettings) -> list[str]:
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     """Bridges aiokafka's listener to the service's partition-number handler."""
 
-    def __init__(self, handler: RebalanceHandler, source: KafkaSource) -> None:
+    def __init__(
+        self, handler: RebalanceHandler, source: KafkaSource, consumer: AIOKafkaConsumer
+    ) -> None:
         self.handler = handler
         self.source = source
+        self.consumer = consumer  # its own: the first assignment comes before start() returns
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         if revoked:
             await self.handler.on_revoked({tp.partition for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        if self.source.paused and self.source.live is not None and assigned:
-            self.source.live.pause(*assigned)  # a pause covers partitions assigned later
+        if self.source.paused and assigned:
+            self.consumer.pause(*assigned)  # a pause covers partitions assigned later
         await self.handler.on_assigned({tp.partition for tp in assigned})
 
 
@@ -186,9 +190,10 @@ class KafkaSource:
             msg = "set_handler must be called before start"
             raise RuntimeError(msg)
         consumer = self._new_consumer()
-        consumer.subscribe([self.settings.input_topic], listener=_Listener(self._handler, self))
+        listener = _Listener(self._handler, self, consumer)
+        consumer.subscribe([self.settings.input_topic], listener=listener)
         try:
-            await consumer.start()
+            await asyncio.wait_for(consumer.start(), START_TIMEOUT_S)
         except BaseException:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(_stop_consumer(consumer), CHECK_TIMEOUT_S)
@@ -212,9 +217,14 @@ class KafkaSource:
             await asyncio.wait_for(self.stop(), CHECK_TIMEOUT_S * 2)
         self._consumer = None
         self._positions.clear()
-        if self.settings.create_topics:
-            await ensure_topics(self.settings)
+        await self.recreate_topics()
         await self.start()
+
+    async def recreate_topics(self) -> list[str]:
+        """Create the daemon's missing topics, when it owns them (`kafka.create_topics`)."""
+        if not self.settings.create_topics:
+            return []
+        return await asyncio.wait_for(ensure_topics(self.settings), START_TIMEOUT_S)
 
     async def check(self) -> set[str]:
         """Ask the broker for its topics; return the daemon's topics it does not have.
@@ -237,7 +247,15 @@ class KafkaSource:
         if self._consumer is None:  # between a failed restart and the watchdog's next one
             await asyncio.sleep(timeout_ms / 1000)
             return []
-        batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        try:
+            # getmany ignores its timeout while the group rejoins (it waits for an
+            # assignment without a deadline); a stuck rejoin must not park the main loop.
+            batches = await asyncio.wait_for(
+                self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records),
+                timeout_ms / 1000 + CHECK_TIMEOUT_S,
+            )
+        except TimeoutError:
+            return []
         out: list[InputRecord] = []
         for tp in sorted(batches, key=lambda t: t.partition):
             out.extend(
