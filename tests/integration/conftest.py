@@ -74,7 +74,9 @@ class Harness:
     workdir: Path
     uid: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     threshold_override: float | None = None
+    partitions: int = 4  # of the input topic
     daemons: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    named: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def overrides(self) -> dict[str, dict[str, Any]]:
         """Settings sections for this test."""
@@ -89,7 +91,7 @@ class Harness:
                 "dead_letter_topic": f"dlq-{u}",
                 "state_topic": f"state-{u}",
                 "group_id": f"group-{u}",
-                "input_partitions": 4,
+                "input_partitions": self.partitions,
                 # the test broker's first assignment waits ~session_timeout/2 (docs/infra)
                 "session_timeout_ms": 3000,
                 "heartbeat_interval_ms": 500,
@@ -147,7 +149,24 @@ class Harness:
         )
         log.close()  # the child has its own copy of the descriptor
         self.daemons.append(proc)
+        self.named[name] = proc
         return proc
+
+    def wait(
+        self, check: Callable[[], bool], timeout: float, what: str, running: tuple[str, ...]
+    ) -> None:
+        """`wait_for`, failing at once with its log's tail if a daemon of `running` exits."""
+
+        def probe() -> bool:
+            for name in running:
+                code = self.named[name].poll()
+                if code is not None:
+                    path = self.workdir / f"{name}.log"
+                    tail = path.read_text()[-3000:] if path.exists() else ""
+                    pytest.fail(f"daemon {name!r} exited ({code}) before {what}:\n{tail}")
+            return check()
+
+        wait_for(probe, timeout, what)
 
     def log_lines(self, name: str = "daemon") -> list[dict[str, Any]]:
         """Parsed JSON log lines of a daemon."""
@@ -242,19 +261,25 @@ class Harness:
         """Alert-topic messages, decoded."""
         return [json.loads(v) for _, v, _ in self.topic_messages(f"alerts-{self.uid}")]
 
-    def committed(self, partitions: int = 4) -> dict[int, int]:
-        """The group's committed offsets per input partition."""
+    def committed(self, partitions: int | None = None) -> dict[int, int]:
+        """The group's committed offsets per input partition (partitions with a commit)."""
         return asyncio.run(
-            _committed(self.servers.bootstrap, f"group-{self.uid}", f"in-{self.uid}", partitions)
+            _committed(
+                self.servers.bootstrap,
+                f"group-{self.uid}",
+                f"in-{self.uid}",
+                partitions or self.partitions,
+            )
         )
 
     def end_offsets(
-        self, messages: list[tuple[int, str, bytes]], partitions: int = 4
+        self, messages: list[tuple[int, str, bytes]], partitions: int | None = None
     ) -> dict[int, int]:
         """Offsets the group must reach: records per partition (keys hashed by the producer)."""
         from aiokafka.partitioner import DefaultPartitioner
 
         part = DefaultPartitioner()
+        partitions = partitions or self.partitions
         counts: dict[int, int] = {}
         for _t, turbine, _m in messages:
             p = part(turbine.encode(), list(range(partitions)), list(range(partitions)))

@@ -2,10 +2,13 @@
 
 Modes: "pass" forwards requests to the upstream server; "503" and "429" answer with that
 status and a Retry-After header; "400" answers 400 (a permanent error); "reset" closes the
-connection without answering. Requests are counted per mode, and their (decompressed)
-bodies kept. `fail(mode, times)` answers exactly `times` requests in that mode and then
-passes again by itself, so a test never races the daemon to switch a fault off. It listens
-on 127.0.0.1 only.
+connection without answering. Every request is recorded in order (`attempts`: mode and
+arrival time), counted per mode, and its (decompressed) body kept.
+
+`mode` holds a fault for as long as it is set: a test switches it off on a condition (for
+example once `counts[mode]` reached N), never after a sleep. `fail(mode, times)` queues
+exactly `times` requests in that mode ahead of `mode`; the queue empties by itself, so a
+test never races the daemon to switch a fault off. It listens on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -14,7 +17,17 @@ import asyncio
 import contextlib
 import gzip
 import time
-from collections import Counter
+from collections import Counter, deque
+from dataclasses import dataclass
+
+
+@dataclass
+class _Step:
+    """Requests queued by `FaultProxy.fail`."""
+
+    mode: str
+    left: int
+    retry_after: str | None
 
 
 class FaultProxy:
@@ -28,7 +41,8 @@ class FaultProxy:
         self.times: dict[str, list[float]] = {}
         self.requests: list[tuple[str, bytes]] = []
         self.bodies: list[tuple[str, bytes]] = []
-        self.budget: int | None = None
+        self.attempts: list[tuple[str, float]] = []  # (mode, arrival time), in order
+        self._plan: deque[_Step] = deque()
         self.port = 0
         self._server: asyncio.Server | None = None
 
@@ -44,10 +58,26 @@ class FaultProxy:
             self._server.close()
             await self._server.wait_closed()
 
-    def fail(self, mode: str, times: int) -> None:
-        """Answer the next `times` requests in `mode`, then pass."""
-        self.budget = times
-        self.mode = mode
+    def fail(self, mode: str, times: int, retry_after: str | None = None) -> None:
+        """Answer `times` more requests in `mode` (after those already queued), then
+        go back to `mode` ("pass" unless a test set it); `retry_after` for these only."""
+        if times > 0:
+            self._plan.append(_Step(mode, times, retry_after))
+
+    @property
+    def queued(self) -> int:
+        """Requests still queued by `fail`."""
+        return sum(step.left for step in self._plan)
+
+    def _next(self) -> tuple[str, str]:
+        """Mode and Retry-After for the request that just arrived."""
+        if not self._plan:
+            return self.mode, self.retry_after
+        step = self._plan[0]
+        step.left -= 1
+        if step.left <= 0:
+            self._plan.popleft()
+        return step.mode, self.retry_after if step.retry_after is None else step.retry_after
 
     @property
     def url(self) -> str:
@@ -72,13 +102,11 @@ class FaultProxy:
                     return
                 if request is None:
                     return
-                mode = self.mode
-                if self.budget is not None and mode != "pass":
-                    self.budget -= 1
-                    if self.budget <= 0:
-                        self.mode, self.budget = "pass", None
+                mode, retry_after = self._next()
+                now = time.monotonic()
                 self.counts[mode] += 1
-                self.times.setdefault(mode, []).append(time.monotonic())
+                self.times.setdefault(mode, []).append(now)
+                self.attempts.append((mode, now))
                 self.requests.append((mode, request.split(b"\r\n", 1)[0]))
                 head_part, _, raw_body = request.partition(b"\r\n\r\n")
                 if b"content-encoding: gzip" in head_part.lower() and raw_body:
@@ -95,7 +123,7 @@ class FaultProxy:
                     }[mode]
                     body = b'{"code":"injected","message":"fault proxy"}'
                     head = (
-                        f"HTTP/1.1 {mode} {reason}\r\nRetry-After: {self.retry_after}\r\n"
+                        f"HTTP/1.1 {mode} {reason}\r\nRetry-After: {retry_after}\r\n"
                         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
                     )
                     writer.write(head.encode() + body)

@@ -9,7 +9,7 @@ import signal
 import orjson
 import pytest
 
-from tests.integration.conftest import Harness, wait_for
+from tests.integration.conftest import Harness
 from wtbi_monitor.errors import Reason
 
 pytestmark = pytest.mark.integration
@@ -47,9 +47,23 @@ def assert_same_outputs(h: Harness, expected, *, alerts_exact: bool = True) -> N
         assert len(alerts) == len(by_id)
 
 
-def wait_until_consumed(h: Harness, messages, timeout: float = 120) -> None:
+def wait_until_consumed(
+    h: Harness, messages, timeout: float = 120, running: tuple[str, ...] = ("daemon",)
+) -> None:
+    """Until the group's committed offsets are every partition's end (daemons alive)."""
     target = h.end_offsets(messages)
-    wait_for(lambda: h.committed() == target, timeout, f"committed offsets {target}")
+    h.wait(lambda: h.committed() == target, timeout, f"committed offsets {target}", running)
+
+
+def assignments(h: Harness, name: str) -> list[dict]:
+    """A daemon's partitions_assigned log lines, in order."""
+    return [m for m in h.log_lines(name) if m.get("event") == "partitions_assigned"]
+
+
+def batches_after(h: Harness, name: str, event: dict) -> list[dict]:
+    """A daemon's batch log lines after the given log line."""
+    lines = h.log_lines(name)
+    return [m for m in lines[lines.index(event) + 1 :] if m.get("event") == "batch"]
 
 
 def test_end_to_end_matches_replay(harness: Harness, stream_messages):
@@ -128,58 +142,90 @@ def test_bad_records_are_dead_lettered_and_good_ones_unaffected(harness: Harness
 
 def test_kill_9_mid_stream_then_restart_gives_identical_outputs(harness: Harness, stream_messages):
     expected = harness.expected(stream_messages)
+    half = len(stream_messages) // 2
+    turbine_partitions = set(harness.end_offsets(stream_messages))
     first = harness.start_daemon("first")
     # Only the first half exists when the daemon is killed, so the kill always lands
-    # mid-stream (never after everything was consumed).
-    half = len(stream_messages) // 2
+    # mid-stream; it comes once every turbine's partition has a commit, so every turbine
+    # has a snapshot (snapshots are saved before the offsets they cover are committed).
     harness.produce(stream_messages[:half])
-    wait_for(lambda: sum(harness.committed().values()) > half // 3, 120, "a sixth committed")
+    harness.wait(
+        lambda: set(harness.committed()) == turbine_partitions,
+        120,
+        "a commit on every turbine's partition",
+        ("first",),
+    )
     os.kill(first.pid, signal.SIGKILL)
     first.wait(10)
+    at_kill = harness.committed()
+    assert 0 < sum(at_kill.values()) <= half
     harness.produce(stream_messages[half:])
     harness.start_daemon("second")
-    wait_until_consumed(harness, stream_messages)
+    wait_until_consumed(harness, stream_messages, running=("second",))
     assert_same_outputs(harness, expected, alerts_exact=False)
-    second = harness.log_lines("second")
-    restored = [m for m in second if m.get("event") == "partitions_assigned"]
-    assert sum(m["restored"] for m in restored) >= 1  # state came back from snapshots
+    assigned = assignments(harness, "second")
+    assert set().union(*(m["partitions"] for m in assigned)) >= turbine_partitions
+    for m in assigned:  # each assignment restored every turbine of its partitions
+        assert m["restored"] == len(set(m["partitions"]) & turbine_partitions), m
 
 
 def test_graceful_shutdown_commits_what_was_written(harness: Harness, stream_messages):
     daemon = harness.start_daemon()
     harness.produce(stream_messages)
+    target = harness.end_offsets(stream_messages)
     wait_until_consumed(harness, stream_messages)
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(30) == 0
     stopped = [m for m in harness.log_lines() if m.get("event") == "service_stopped"]
-    assert stopped
-    assert stopped[-1]["clean"] is True
-    # a restart finds nothing new to do: every record was committed with its outputs
+    assert len(stopped) == 1
+    assert stopped[0]["clean"] is True
+    assert {int(p): o for p, o in stopped[0]["committed"].items()} == target
+    # A restart finds nothing old to do: one new record after the restart is the only
+    # record it reads (anything uncommitted would be read again before it).
     harness.start_daemon("again")
-    wait_for(
-        lambda: any(m.get("event") == "partitions_assigned" for m in harness.log_lines("again")),
-        60,
-        "the restarted daemon to join",
-    )
-    assert not [m for m in harness.log_lines("again") if m.get("event") == "batch"]
+    marker = (stream_messages[-1][0], "01", b"{not json")
+    harness.produce([marker])
+    wait_until_consumed(harness, [*stream_messages, marker], running=("again",))
+    batches = [m for m in harness.log_lines("again") if m.get("event") == "batch"]
+    assert sum(m["records"] for m in batches) == 1
+    assert sum(m["rejected"] for m in batches) == 1
 
 
 def test_two_instances_split_partitions_and_survive_a_rebalance(harness: Harness, stream_messages):
+    # With 5 input partitions the two turbines land on partitions 2 and 3, which both the
+    # round-robin and the range assignor give to different members of a group of two.
+    harness.partitions = 5
+    turbine_partitions = set(harness.end_offsets(stream_messages))
+    assert turbine_partitions == {2, 3}
     expected = harness.expected(stream_messages)
+    half = len(stream_messages) // 2
     harness.start_daemon("a")
-    harness.produce(stream_messages[: len(stream_messages) // 2])
-    wait_for(lambda: sum(harness.committed().values()) > 500, 120, "first instance progress")
-    harness.start_daemon("b")  # joins mid-stream: a rebalance
-    wait_for(
-        lambda: any(m.get("event") == "partitions_assigned" for m in harness.log_lines("b")),
-        60,
-        "second instance assignment",
+    harness.produce(stream_messages[:half])
+    # a has a snapshot of every turbine before b joins (a rebalance mid-stream)
+    harness.wait(
+        lambda: set(harness.committed()) == turbine_partitions,
+        120,
+        "a commit on every turbine's partition",
+        ("a",),
     )
-    harness.produce(stream_messages[len(stream_messages) // 2 :])
-    wait_until_consumed(harness, stream_messages)
+    harness.start_daemon("b")
+
+    def split() -> bool:
+        last = [assignments(harness, name)[-1:] for name in ("a", "b")]
+        if not all(last):
+            return False
+        pa, pb = (set(m[0]["partitions"]) for m in last)
+        return not pa & pb and pa | pb == set(range(5))
+
+    harness.wait(split, 60, "both instances assigned, partitions split", ("a", "b"))
+    harness.produce(stream_messages[half:])
+    wait_until_consumed(harness, stream_messages, running=("a", "b"))
     assert_same_outputs(harness, expected, alerts_exact=False)
-    final_a = [m for m in harness.log_lines("a") if m.get("event") == "partitions_assigned"][-1]
-    final_b = [m for m in harness.log_lines("b") if m.get("event") == "partitions_assigned"][-1]
-    assert final_a["partitions"]
-    assert final_b["partitions"]
-    assert not set(final_a["partitions"]) & set(final_b["partitions"])
+    final = {name: assignments(harness, name)[-1] for name in ("a", "b")}
+    assert not set(final["a"]["partitions"]) & set(final["b"]["partitions"])
+    for name, m in final.items():
+        mine = set(m["partitions"]) & turbine_partitions
+        assert len(mine) == 1, (name, m)  # one turbine each
+        assert m["restored"] == 1, (name, m)  # its state came from the snapshot
+        # and each processed its turbine's second half after the rebalance
+        assert sum(b["records"] for b in batches_after(harness, name, m)) > 0, name

@@ -12,7 +12,7 @@ from tests.conftest import TINY_SETTINGS
 from wtbi_monitor.cli import main
 from wtbi_monitor.config import Settings
 from wtbi_monitor.data.synthetic import read_episodes
-from wtbi_monitor.data.wtbi import TurbineFrame, read_farm
+from wtbi_monitor.data.wtbi import TurbineFrame, read_farm, runs
 from wtbi_monitor.domain import Label
 from wtbi_monitor.evaluation.benchmark import (
     BenchmarkRun,
@@ -24,6 +24,7 @@ from wtbi_monitor.evaluation.benchmark import (
 from wtbi_monitor.evaluation.protocols import time_ordered_case
 from wtbi_monitor.evaluation.results_doc import NOT_RUN, render
 from wtbi_monitor.model.faults import synthetic_faults
+from wtbi_monitor.training.splits import time_split
 from wtbi_monitor.training.train import fit_member
 from wtbi_monitor.training.tuning import tune_member
 
@@ -76,12 +77,45 @@ def test_benchmark_fills_every_row_and_resumes_from_its_cache(farm, frames, tmp_
     records = list(run_benchmark(run, cells))
     assert len(records) == len(cells)
     assert {r["key"] for r in records} == {c.key for c in cells}
+    by_key = {r["key"]: r for r in records}
+    # every test set holds both classes: every cell has its window metrics; event metrics
+    # for every cell but the paper protocol's (no time order there)
     for r in records:
-        assert r["auroc"] is None or 0.0 <= r["auroc"] <= 1.0
-    # the record of a seed's time-ordered cell carries events and attribution (PCA decodes)
+        assert r["auroc"] > 0.5, r["key"]
+        assert r["auprc"] is not None, r["key"]
+        assert (r["events"] is None) == (r["protocol"] == "paper"), r["key"]
+    # one test period for every time-ordered and contamination cell: its runs of icing
+    # rows in the input are every cell's episodes
+    ev = settings.evaluation
+    split = time_split(
+        frames,
+        ev.train_fraction,
+        ev.validation_fraction,
+        validation_start=ev.validation_start,
+        test_start=ev.test_start,
+    )
+    episodes = 0
+    for f in frames:
+        episodes += len(runs(f.labels[f.times_ms >= split.test_start_ms] == Label.ICING))
+    assert episodes >= 2
+    assert {r["events"]["episodes"] for r in records if r["events"]} == {episodes}
+    # contamination 0 is the plain time-ordered run of the same member and seed
+    clean = by_key["contamination|pca|0|0.00"]
+    assert clean["auroc"] == by_key["time_ordered|pca|0|0.00"]["auroc"]
+    assert clean["contamination_actual"] == 0.0
+    assert by_key["contamination|pca|0|0.20"]["contamination_actual"] == pytest.approx(
+        0.2, abs=0.01
+    )
+    # attribution for the first seed's time-ordered cell of a member that decodes channels
+    # (PCA) only: none for a member that does not, none for another seed
     pca0 = cache.records["time_ordered|pca|0|0.00"]
-    assert pca0["events"]["episodes"] >= 1
-    assert pca0["attribution"] is None or "top3_hit_rate" in pca0["attribution"]
+    attribution = pca0["attribution"]
+    assert attribution["windows"] > 0
+    assert 0.0 < attribution["chance"] < 1.0
+    assert attribution["top1_hit_rate"] <= attribution["top3_hit_rate"]
+    assert attribution["top3_hit_rate"] > attribution["chance"]
+    assert by_key["time_ordered|iforest|0|0.00"]["attribution"] is None
+    assert "attribution" not in by_key["time_ordered|pca|1|0.00"]
     # resuming runs nothing
     again = Cache(tmp_path / "cells.jsonl")
     assert len(again.records) == len(cells)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,9 @@ import pandas as pd
 import pytest
 
 from wtbi_monitor.cli import main
+from wtbi_monitor.config import Settings
+from wtbi_monitor.data.wtbi import TurbineFrame, read_farm, runs
+from wtbi_monitor.domain import Label
 
 TINY = """
 [model]
@@ -56,6 +60,16 @@ def farm(tmp_path_factory) -> Path:
     )
     assert code == 0
     return out
+
+
+def icing_runs_after(frames: list[TurbineFrame], start_ms: int) -> list[tuple[str, int, int]]:
+    """(turbine, first, last reading time) of each run of icing rows from `start_ms` on."""
+    out = []
+    for f in frames:
+        t = f.times_ms[f.times_ms >= start_ms]
+        icing = f.labels[f.times_ms >= start_ms] == Label.ICING
+        out += [(f.turbine_id, int(t[a]), int(t[b])) for a, b in runs(icing)]
+    return sorted(out)
 
 
 @pytest.fixture(scope="module")
@@ -122,21 +136,57 @@ def test_train_evaluate_score(farm, config, tmp_path, capsys):
     )
     results = json.loads((report_dir / "results.json").read_text())
     assert set(results["protocols"]) == {"time_ordered", "paper"}
-    for protocol in results["protocols"].values():
-        for member in protocol["members"]:
-            w = member["window"]
-            assert 0.0 <= w["auroc"] <= 1.0
-            assert 0.0 <= w["auprc"] <= 1.0
-    timed = results["protocols"]["time_ordered"]["members"]
+    ordered = results["protocols"]["time_ordered"]
+    described = ordered["description"]
+    timed = ordered["members"]
     assert [m["member"] for m in timed] == ["cae", "iae_lstm_kl:soft"]
+    for m in timed:  # the same evaluable test windows for every member, both classes
+        w = m["window"]
+        assert w["windows"] == described["test_windows_evaluable"]
+        assert w["icing_windows"] == described["test_icing_windows"]
+        assert 0 < w["icing_windows"] < w["windows"]
+        assert w["auroc"] > 0.5  # better than chance
+        assert w["auprc"] > w["icing_windows"] / w["windows"]  # above the icing share
+    paper = results["protocols"]["paper"]
+    assert paper["description"]["test_windows"] == 3000  # max_test_windows
+    for m in paper["members"]:
+        assert m["window"]["windows"] == 3000
+        assert m["window"]["auroc"] > 0.5
+    # Event metrics: the episodes are the test period's runs of icing rows in the input
+    # files (both turbines ice in it), and the counts are those of the listed alarms.
+    frames = read_farm(farm, Settings().preprocessing.channels)
+    episodes = icing_runs_after(frames, described["split_ms"]["test_start"])
+    assert {turbine for turbine, _, _ in episodes} == {"01", "02"}
     for m in timed:
-        e = m["events"]
-        assert 0 <= e["episodes_detected"] <= e["episodes"]
-        assert e["false_alarms_per_turbine_day"] >= 0
-        if e["alarm_time_icing_fraction"] is not None:
-            assert 0.0 <= e["alarm_time_icing_fraction"] <= 1.0
-    single = results["protocols"]["time_ordered"]["single_channel"]
-    assert all(0.5 <= v["auroc_oracle"] <= 1.0 for v in single.values())
+        e, alarms = m["events"], m["alarms"]
+        assert sorted((d["turbine_id"], d["start_ms"], d["end_ms"]) for d in m["episodes"]) == (
+            episodes
+        )
+        assert e["episodes"] == len(episodes)
+        assert e["episodes_detected"] == sum(d["detected"] for d in m["episodes"])
+        assert e["alarms"] == len(alarms)
+        assert e["false_alarms"] == sum(a["verdict"] == "false" for a in alarms)
+        assert e["false_alarms_per_turbine_day"] == pytest.approx(
+            e["false_alarms"] / e["normal_turbine_days"], rel=1e-3
+        )
+        by_id = {a["alarm_id"]: a for a in alarms}
+        for d in m["episodes"]:  # detected by alarms of its turbine that overlap it
+            assert d["detected"] == bool(d.get("alarm_ids"))
+            for alarm_id in d.get("alarm_ids", []):
+                a = by_id[alarm_id]
+                assert a["turbine_id"] == d["turbine_id"]
+                assert a["start_ms"] <= d["end_ms"]
+                assert a["end_ms"] >= d["start_ms"]
+                assert a["verdict"] == "true"
+        fraction = e["alarm_time_icing_fraction"]  # alarm time during icing: true alarms
+        assert (fraction is not None and fraction > 0) == any(
+            a["verdict"] == "true" for a in alarms
+        )
+    assert len({m["events"]["normal_turbine_days"] for m in timed}) == 1
+    single = ordered["single_channel"]
+    assert set(single) == set(Settings().evaluation.single_channels)
+    assert single["power"]["direction"] == "low"  # ice costs power
+    assert single["power_residual"]["direction"] == "low"
     report = (report_dir / "report.md").read_text()
     assert "Time-ordered protocol" in report
     assert "LEAKY" in report
@@ -150,8 +200,24 @@ def test_train_evaluate_score(farm, config, tmp_path, capsys):
         == 0
     )
     table = pd.read_csv(scores)
-    assert len(table) > 1000
-    assert set(table["turbine_id"].astype(str).str.zfill(2)) == {"01", "02"}
+    table["turbine_id"] = table["turbine_id"].astype(str).str.zfill(2)
+    printed = re.search(
+        r"scored ([\d,]+) windows with (\S+); ([\d,]+) above the threshold",
+        capsys.readouterr().out,
+    )
+    assert printed is not None
+    assert int(printed[1].replace(",", "")) == len(table)
+    assert int(printed[3].replace(",", "")) == int(table["above_threshold"].sum())
+    # the bundle's version, the same one the evaluation reported for it
+    version = f"{manifest['name']}@{manifest['weights_sha256'][:12]}"
+    assert printed[2] == version == timed[1]["bundle_version"]
+    # one row per window, at the time of a reading of its turbine, in time order
+    assert set(table["turbine_id"]) == {frame.turbine_id for frame in frames}
+    for frame in frames:
+        times = table.loc[table["turbine_id"] == frame.turbine_id, "time_ms"].to_numpy()
+        assert times.size > 0
+        assert np.all(np.diff(times) > 0)
+        assert np.isin(times, frame.times_ms).all()
     # each turbine's own threshold (per-turbine calibration), one per turbine
     per_turbine = table.groupby("turbine_id")["threshold"]
     assert (per_turbine.min() == per_turbine.max()).all()
