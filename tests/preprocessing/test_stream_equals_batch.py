@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,9 +26,10 @@ def turbine_streams(draw: st.DrawFn) -> dict[str, tuple[np.ndarray, np.ndarray, 
             for _ in range(length):
                 times.append(now)
                 groups.append(group)
-                now += draw(st.integers(1, MAX_GAP))  # within a segment: never above the limit
+                # within a segment: never above the limit, often exactly at it
+                now += draw(st.one_of(st.just(MAX_GAP), st.integers(1, MAX_GAP)))
             if draw(st.booleans()):
-                now += MAX_GAP + draw(st.integers(1, 50_000))  # a time gap
+                now += MAX_GAP + draw(st.one_of(st.just(1), st.integers(1, 50_000)))  # a gap
             else:
                 group += 1  # a group change without a gap
         rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
@@ -120,3 +122,20 @@ def test_derived_channels_are_equal_in_stream_and_batch(streams, order_seed, max
         np.testing.assert_array_equal(values, expected.windows())  # exact, not approximate
         assert whole.shape[1] == 7
         np.testing.assert_array_equal(whole[:, 6], v[:, 2:5].max(axis=1) - v[:, 2:5].min(axis=1))
+
+
+@pytest.mark.parametrize("smoothing", [1, 2, 3, 4])
+@pytest.mark.parametrize("window", [2, 3])  # config minimum 2; 1 is mishandled (docs/mutation.md)
+def test_stream_equals_batch_for_any_lengths_fed_one_reading_at_a_time(smoothing, window):
+    """Also even smoothing lengths (the configuration allows odd ones only, the code any)."""
+    times = np.arange(12, dtype=np.int64) * 1000
+    values = np.arange(24.0).reshape(12, 2) ** 2
+    expected = window_series(
+        times, values, None, smoothing_length=smoothing, window_length=window, max_gap_ms=MAX_GAP
+    )
+    state = StreamState(2, smoothing, window, MAX_GAP)
+    got = [state.push(int(t), v) for t, v in zip(times, values, strict=True)]
+    windows = [w for w in got if w is not None]
+    assert [w.time_ms for w in windows] == expected.time_ms.tolist()
+    np.testing.assert_array_equal(np.array([w.values for w in windows]), expected.windows())
+    assert state.buffered_readings == smoothing - 1
