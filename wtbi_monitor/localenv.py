@@ -108,12 +108,18 @@ class LocalServers:
     def stop(self) -> None:
         """Stop both servers (SIGTERM, then SIGKILL after 5 s)."""
         for proc in (self.kafka, self.influx):
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            stop_server(proc)
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a server we started, SIGKILL it after 5 s; always reaped."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 def stop_process(pid: int, timeout_s: float = 5.0) -> None:

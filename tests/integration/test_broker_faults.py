@@ -23,22 +23,11 @@ from tests.integration.conftest import Harness, Outputs, wait_for
 from tests.integration.test_daemon import assert_same_outputs
 from wtbi_monitor.adapters.kafka import ensure_topics, produce_readings
 from wtbi_monitor.errors import Reason
-from wtbi_monitor.localenv import LocalServers, free_port, start_kafka, start_s3
+from wtbi_monitor.localenv import LocalServers, free_port, start_kafka, start_s3, stop_server
 
 pytestmark = pytest.mark.integration
 
 BIG_BYTES = 1_500_000  # above the producer's default request limit (1 MiB)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL after 5 s; always reaped."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def produce_with_big_record(h: Harness, messages, big: bytes) -> None:
@@ -141,7 +130,7 @@ def own_broker(servers, tmp_path) -> Iterator[LocalServers]:
     try:
         yield mine
     finally:
-        stop(mine.kafka)
+        stop_server(mine.kafka)
 
 
 @pytest.fixture
@@ -154,9 +143,9 @@ def durable_broker(servers, tmp_path) -> Iterator[tuple[LocalServers, int]]:
         try:
             yield mine, s3_port
         finally:
-            stop(mine.kafka)
+            stop_server(mine.kafka)
     finally:
-        stop(s3)
+        stop_server(s3)
 
 
 def healthz(port: int) -> dict:
