@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import pytest
 from pydantic import ValidationError
 
-from wtbi_monitor.config import load_settings
+from wtbi_monitor.config import ModelSettings, load_settings
 from wtbi_monitor.config_docs import render
 from wtbi_monitor.errors import ConfigurationError
+from wtbi_monitor.families import FAMILIES, FamilyName
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,3 +63,13 @@ def test_secrets_never_appear_in_dumps_or_reprs(monkeypatch):
     assert s.kafka.sasl_password.get_secret_value() == "pw-very-secret"
     for text in (repr(s), str(s.model_dump()), s.model_dump_json()):
         assert "very-secret" not in text
+
+
+def test_model_family_takes_exactly_the_families_of_the_table():
+    """`FamilyName` must be spelled out for mypy: it is checked against the table here."""
+    assert get_args(FamilyName) == tuple(FAMILIES), (
+        "edit FamilyName in wtbi_monitor/families.py to list the FAMILIES table, in its order"
+    )
+    assert get_args(ModelSettings.model_fields["family"].annotation) == tuple(FAMILIES)
+    with pytest.raises(ValidationError, match="family"):
+        ModelSettings(family="no_such_family")  # type: ignore[arg-type]

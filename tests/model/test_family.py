@@ -105,7 +105,8 @@ def test_member_fits_saves_loads_and_scores_identically(
     after = loaded.score_windows(windows)
     np.testing.assert_allclose(after.score, before.score, rtol=1e-6, atol=1e-9)
     assert loaded.threshold == pytest.approx(bundle.threshold)
-    assert loaded.manifest["kind"] == bundle.detector.kind
+    assert loaded.manifest.kind == bundle.detector.kind
+    assert loaded.manifest.family == bundle.detector.family == member
     if bundle.detector.attributes_channels:
         assert after.channel_error is not None
         assert after.channel_error.shape == (windows.shape[0], 28)
@@ -147,7 +148,7 @@ def test_iae_lstm_kl_product_score_separates_the_easy_case(
     bundle = fit_member(
         f"iae_lstm_kl:{objective}", training_data, settings.model_copy(update={"training": tr})
     )
-    assert bundle.manifest["hyperparameters"]["score"] == "product"
+    assert bundle.manifest.hyperparameters["score"] == "product"
     assert easy_case_auroc(bundle, held_out_raw, settings.preprocessing.channels) >= 0.95
 
 
@@ -177,7 +178,7 @@ def test_the_paper_score_is_the_distance_and_stays_selectable(
     bundle = fit_member("iae_lstm_kl:soft", training_data, paper)
     detector = bundle.detector
     assert isinstance(detector, SVDDDetector)
-    assert bundle.manifest["hyperparameters"]["score"] == "paper"
+    assert bundle.manifest.hyperparameters["score"] == "paper"
     x = bundle.scaler.transform(inputs(bundle, held_out_raw[:64]))[0]
     with torch.no_grad():
         z = detector.net.embed(torch.from_numpy(x)).double()

@@ -195,4 +195,5 @@ def test_hyperparameter_search_never_reads_test_labels(frames):
     bundle = fit_member(
         "iae_lstm_kl:soft", case.training_data(settings), settings, tuning=first.to_json()
     )
-    assert bundle.manifest["tuning"]["best"] == first.best
+    assert bundle.manifest.tuning is not None
+    assert bundle.manifest.tuning.best == first.best

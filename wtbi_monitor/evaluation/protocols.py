@@ -332,7 +332,7 @@ def evaluate_time_ordered(
     data: TrainingData | None = case.data
     results: list[MemberResult] = []
     candidates: list[tuple[str, Bundle | None]] = [(m, None) for m in members]
-    candidates += [(b.manifest["member"], b) for b in bundles or []]
+    candidates += [(b.manifest.member, b) for b in bundles or []]
     n_timeline = ev.timeline_turbines if timeline_turbines is None else timeline_turbines
     for member, given in candidates:
         if given is None:
@@ -342,7 +342,7 @@ def evaluate_time_ordered(
                 member, data, settings, progress=progress(member) if progress else None
             )
             fit_s = time.perf_counter() - t0
-            train_n = int(bundle.manifest["training"].get("train_windows", 0))
+            train_n = bundle.manifest.training.train_windows or 0
         else:
             bundle, fit_s, train_n = given, 0.0, 0
             _warn_if_leaky(bundle, split)
@@ -417,7 +417,7 @@ def evaluate_time_ordered(
 
 
 def _warn_if_leaky(bundle: Bundle, split: TimeSplit) -> None:
-    period = bundle.manifest.get("training", {}).get("validation_period")
+    period = bundle.manifest.training.validation_period
     if period and int(period[1]) >= split.test_start_ms:
         log.warning(
             "bundle_overlaps_test_period",
@@ -482,7 +482,7 @@ def evaluate_paper(
                 threshold=bundle.threshold,
                 fit_seconds=fit_s,
                 scoring_windows_per_s=rate,
-                train_windows=int(bundle.manifest["training"].get("train_windows", 0)),
+                train_windows=bundle.manifest.training.train_windows or 0,
                 bundle_version=bundle.version,
             )
         )

@@ -22,21 +22,7 @@ import orjson
 from wtbi_monitor.data.wtbi import TurbineFrame, runs
 from wtbi_monitor.domain import Label
 from wtbi_monitor.evaluation.protocols import MemberResult, ProtocolResult
-
-#: The paper's Table III (WTBI, AUROC, authors' random-split protocol), model-spec section 8.
-PAPER_TABLE_III = {
-    "cae": 0.704,
-    "memae": 0.690,
-    "vae": 0.392,
-    "gaussian_ad": 0.595,
-    "lsa": 0.685,
-    "deep_svdd:hard": 0.798,
-    "deep_svdd:soft": 0.823,
-    "iaead:hard": 0.823,
-    "iaead:soft": 0.894,
-    "iae_lstm_kl:hard": 0.893,
-    "iae_lstm_kl:soft": 0.963,
-}
+from wtbi_monitor.families import PAPER_TABLE_III
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

@@ -21,48 +21,19 @@ import numpy as np
 from wtbi_monitor.config import Settings
 from wtbi_monitor.data.synthetic import PROFILES
 from wtbi_monitor.evaluation.benchmark import Cache, Record, plan, plot_seed0_roc, split_variant
-from wtbi_monitor.evaluation.report import PAPER_TABLE_III
+from wtbi_monitor.families import (
+    CARD_MEMBERS,
+    FAMILIES,
+    GRADIENT_FAMILIES,
+    PAPER_TABLE_III,
+    PAPER_VARIANT,
+    family_of,
+)
 
 NOT_RUN = "not run"
-#: Model cards (docs/models/) and the members whose results `render` writes into them,
-#: between the markers below.
-CARD_MEMBERS: dict[str, tuple[str, ...]] = {
-    "iae_lstm_kl.md": (
-        "iae_lstm_kl:soft",
-        "iae_lstm_kl:hard",
-        "iae_lstm_kl:soft@paper",
-        "iae_lstm_kl:hard@paper",
-    ),
-    "ablations.md": (
-        "iae_kl:soft",
-        "iae_kl:hard",
-        "iae_lstm:soft",
-        "iae_lstm:hard",
-        "dlsvdd:soft",
-        "dlsvdd:hard",
-        "dlsvdd_kl:soft",
-        "dlsvdd_kl:hard",
-        "dsvdd_kl:soft",
-        "dsvdd_kl:hard",
-        "iae_lstm_kl:soft+no_input_gate",
-        "iae_lstm_kl:soft+no_output_gate",
-        "iae_lstm_kl:soft+no_input_gate+no_output_gate",
-    ),
-    "deep_svdd.md": ("deep_svdd:soft", "deep_svdd:hard"),
-    "iaead.md": ("iaead:soft", "iaead:hard"),
-    "cae.md": ("cae",),
-    "toll.md": ("toll",),
-    "dense_ae.md": ("ae", "deep_ae"),
-    "vae.md": ("vae",),
-    "memae.md": ("memae",),
-    "lsa.md": ("lsa",),
-    "gaussian_ad.md": ("gaussian_ad",),
-    "classical.md": ("pca", "iforest"),
-    "power_curve_rule.md": ("power_curve_rule",),
-}
+#: `CARD_MEMBERS` (families.py): model cards (docs/models/) and the members whose results
+#: `render` writes into them, between the markers below.
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
-#: Families whose channel attribution is by gradient (no decoder in the score).
-GRADIENT_FAMILIES = frozenset({"deep_svdd", "dlsvdd", "dlsvdd_kl", "dsvdd_kl", "gaussian_ad"})
 CANONICAL = "wtbi-monitor --config configs/benchmark.toml benchmark --data data/farm"
 
 
@@ -368,7 +339,7 @@ def render(cache: Cache, settings: Settings, out: Path, command: str) -> Path:
     ]
     for m in [m for m in main if not b.paper_members or m in b.paper_members]:
         rs = paper.get(m, [])
-        ref = PAPER_TABLE_III.get(split_variant(m)[0] if m.endswith("@paper") else m)
+        ref = PAPER_TABLE_III.get(split_variant(m)[0] if m.endswith(PAPER_VARIANT) else m)
         lines.append(
             f"| {m} | {_stat(rs, lambda r: r['auroc'])} | "
             f"{'-' if ref is None else f'{ref:.3f}'} | {_rank(main_paper, m) if rs else '-'} |"
@@ -507,16 +478,10 @@ def _ablation_section(
         "| member | removes | AUROC paper (leaky) | AUROC time-ordered | AUPRC time-ordered |",
         "|---|---|---|---|---|",
     ]
-    removes = {
-        "iae_kl": "LSTM",
-        "iae_lstm": "KL",
-        "dlsvdd": "decoder and KL",
-        "dlsvdd_kl": "decoder",
-        "dsvdd_kl": "LSTM and decoder",
-    }
     for m in ablations:
-        family = m.split(":")[0].split("+")[0]
-        what = removes.get(family, "nothing (full model)")
+        info = FAMILIES.get(family_of(m))
+        removed = info.removes if info is not None and info.ablation else ()
+        what = " and ".join(removed) or "nothing (full model)"
         if "+no_input_gate+no_output_gate" in m:
             what = "input and output gates"
         elif "+no_input_gate" in m:
@@ -629,7 +594,7 @@ def _attribution_section(timed: dict[str, list[Record]], members: list[str]) -> 
             f"| {m} | {a['windows']} | {a['top1_hit_rate']:.2f} | {a['top3_hit_rate']:.2f} | "
             f"{a['chance']:.2f} |"
         )
-        kind = "gradient" if m.split(":")[0].split("+")[0] in GRADIENT_FAMILIES else "decoder"
+        kind = "gradient" if family_of(m) in GRADIENT_FAMILIES else "decoder"
         pooled[kind].append((a["windows"], a["top1_hit_rate"], a["top3_hit_rate"], a["chance"]))
     for kind, rows in pooled.items():
         n = sum(r[0] for r in rows)

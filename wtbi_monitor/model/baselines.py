@@ -57,7 +57,7 @@ class _BaselineDetector(NeuralDetector):
 
     def __init__(self, spec: NetworkSpec, family: str) -> None:
         super().__init__(_conv_ae_spec(spec))
-        self.family_name = family
+        self.family = family
 
     @property
     def module(self) -> nn.Module:
@@ -82,7 +82,7 @@ class _BaselineDetector(NeuralDetector):
     def hyperparameters(self) -> dict[str, Any]:
         """Everything needed to rebuild this detector."""
         return {
-            "family": self.family_name,
+            "family": self.family,
             "network": self.spec.to_json(),
             **self._extra_hyperparameters(),
         }

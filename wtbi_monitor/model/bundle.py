@@ -1,8 +1,9 @@
 """Model bundles: a folder per trained model with weights.safetensors and manifest.json.
 
-The manifest holds everything inference needs besides the tensors (family and
-hyperparameters, channel list and preprocessing parameters, scaler, threshold, training
-summary, validation metrics, versions, creation time) and the SHA-256 of the weights file.
+The manifest (`Manifest`, model/manifest.py) holds everything inference needs besides the
+tensors (family and hyperparameters, channel list and preprocessing parameters, scaler,
+threshold, training summary, validation metrics, versions, creation time) and the SHA-256
+of the weights file; `build_manifest` writes a fresh one.
 Loading verifies that hash and refuses a bundle trained for other channels or other
 preprocessing than configured, naming what differs. No pickle anywhere: safetensors holds
 plain tensors, JSON holds the rest.
@@ -23,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 import torch
 from numpy.typing import NDArray
 from safetensors.torch import load_file, save_file
@@ -34,26 +34,24 @@ from wtbi_monitor.config import AlarmSettings, PreprocessingSettings
 from wtbi_monitor.errors import BundleError, BundleIntegrityError, BundleMismatchError
 from wtbi_monitor.model.classical import PowerCurveRuleDetector, rule_from_json, rule_to_json
 from wtbi_monitor.model.detector import Detector, threshold_at_fpr
+from wtbi_monitor.model.manifest import (
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    Manifest,
+    PreprocessingRecord,
+    TrainingRecord,
+    TuningRecord,
+    ValidationRecord,
+    read_manifest,
+    write_manifest,
+)
 from wtbi_monitor.model.registry import detector_from_manifest, detector_kind
 from wtbi_monitor.preprocessing import DerivedChannels, MinMaxScaler
 from wtbi_monitor.preprocessing.derived import missing_sources
 
-FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.safetensors"
-MANIFEST_FILE = "manifest.json"
 #: Preprocessing fields that must match between a bundle and the configuration.
 _CHECKED = ("channels", "smoothing_length", "window_length", "nominal_interval_s", "gap_factor")
-
-
-def preprocessing_record(p: PreprocessingSettings) -> dict[str, Any]:
-    """The preprocessing parameters a bundle depends on, JSON-ready."""
-    return {
-        "channels": list(p.channels),
-        "smoothing_length": p.smoothing_length,
-        "window_length": p.window_length,
-        "nominal_interval_s": p.nominal_interval_s,
-        "gap_factor": p.gap_factor,
-    }
 
 
 def sha256_file(path: Path) -> str:
@@ -94,7 +92,7 @@ class Bundle:
     """A loaded (or freshly trained) model with its scaler and manifest."""
 
     path: Path | None
-    manifest: dict[str, Any]
+    manifest: Manifest
     detector: Detector
     scaler: MinMaxScaler
     threshold_override: float | None = None
@@ -102,24 +100,22 @@ class Bundle:
     @property
     def name(self) -> str:
         """Bundle name (its folder name when saved)."""
-        return str(self.manifest["name"])
+        return self.manifest.name
 
     @property
     def version(self) -> str:
         """Name plus the first 12 hex digits of the weights hash: what alarm ids depend on."""
-        return f"{self.name}@{str(self.manifest.get('weights_sha256', 'unsaved'))[:12]}"
+        return f"{self.name}@{(self.manifest.weights_sha256 or 'unsaved')[:12]}"
 
     @property
     def source_channels(self) -> tuple[str, ...]:
         """The channels the model reads from the data (readings, files), in order."""
-        return tuple(self.manifest["preprocessing"]["channels"])
+        return tuple(self.manifest.preprocessing.channels)
 
     @cached_property
     def derived(self) -> DerivedChannels:
         """The derived input channels (fitted at training) appended to the source ones."""
-        return DerivedChannels.from_json(
-            self.manifest["preprocessing"].get("derived"), self.source_channels
-        )
+        return DerivedChannels.from_json(self.manifest.preprocessing.derived, self.source_channels)
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -141,12 +137,12 @@ class Bundle:
     @property
     def interval_s(self) -> float:
         """The sampling interval the bundle was trained for (time between windows)."""
-        return float(self.manifest["preprocessing"]["nominal_interval_s"])
+        return self.manifest.preprocessing.nominal_interval_s
 
     @cached_property
     def rule(self) -> PowerCurveRuleDetector | None:
         """The IEA Task 19 rule fitted beside the model (alarm evidence), if any."""
-        doc = self.manifest.get("rule")
+        doc = self.manifest.rule
         if not doc:
             return None
         return rule_from_json(doc)
@@ -163,7 +159,7 @@ class Bundle:
         threshold = self.threshold
         fleet_clear = clear_level_of(det.calibration_scores_, threshold, settings.clear_tail)
         per_turbine: dict[str, Levels] = {}
-        names = self.manifest.get("calibration_turbines") or []
+        names = self.manifest.calibration_turbines
         if settings.per_turbine_thresholds and self.threshold_override is None:
             for k, turbine in enumerate(names):
                 own = det.group_scores(k)
@@ -193,8 +189,8 @@ class Bundle:
 
     def check_preprocessing(self, expected: PreprocessingSettings) -> None:
         """Raise `BundleMismatchError` naming every preprocessing field that differs."""
-        saved = self.manifest["preprocessing"]
-        wanted = preprocessing_record(expected)
+        saved = self.manifest.preprocessing
+        wanted = PreprocessingRecord.of(expected)
         diffs = []
         lacking = missing_sources(self.derived.names, expected.channels)
         if lacking:
@@ -206,17 +202,17 @@ class Bundle:
             )
             raise BundleMismatchError(msg)
         for key in _CHECKED:
-            if saved.get(key) != wanted[key]:
+            have, want = getattr(saved, key), getattr(wanted, key)
+            if have != want:
                 if key == "channels":
-                    s, w = list(saved.get(key, [])), wanted[key]
-                    missing = [c for c in s if c not in w]
-                    extra = [c for c in w if c not in s]
+                    missing = [c for c in have if c not in want]
+                    extra = [c for c in want if c not in have]
                     detail = (
                         f"missing {missing}, extra {extra}" if missing or extra else "order differs"
                     )
                     diffs.append(f"channels ({detail})")
                 else:
-                    diffs.append(f"{key} (bundle {saved.get(key)!r}, configured {wanted[key]!r})")
+                    diffs.append(f"{key} (bundle {have!r}, configured {want!r})")
         if diffs:
             where = self.path or self.name
             msg = f"bundle {where} does not match the configuration: " + "; ".join(diffs)
@@ -258,44 +254,54 @@ def build_manifest(
     detector: Detector,
     scaler: MinMaxScaler,
     preprocessing: PreprocessingSettings,
-    training: dict[str, Any],
-    validation: dict[str, Any],
+    training: TrainingRecord | dict[str, Any],
+    validation: ValidationRecord | dict[str, Any],
     derived: DerivedChannels | None = None,
     rule: PowerCurveRuleDetector | None = None,
     calibration_turbines: tuple[str, ...] = (),
-) -> dict[str, Any]:
-    """The manifest of a freshly trained bundle (the weights hash is added on save)."""
-    hyper = detector.hyperparameters()
-    record = preprocessing_record(preprocessing)
+    model_settings: dict[str, Any] | None = None,
+    tuning: TuningRecord | dict[str, Any] | None = None,
+) -> Manifest:
+    """The manifest of a freshly trained bundle (the weights hash is added on save).
+
+    `training` and `validation` may be given as JSON objects (checked against their
+    records here). Optional parts given as None or empty are left out of the manifest.
+    """
+    record = PreprocessingRecord.of(preprocessing)
     if derived:
-        record["derived"] = derived.to_json()
-    manifest: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
-        "name": name,
-        "member": member,
-        "family": hyper.get("family", detector.family),
-        "kind": detector_kind(detector),
-        "hyperparameters": hyper,
-        "preprocessing": record,
-        "scaler": scaler.to_json(),
-        "threshold": detector.threshold_,
-        "target_fpr": detector.target_fpr_,
-        "median_normal_score": detector.median_normal_score_,
-        "training": training,
-        "validation": validation,
-        "package_version": __version__,
-        "torch_version": torch.__version__,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+        record = record.model_copy(update={"derived": derived.to_json()})
+    optional: dict[str, Any] = {}
     if rule is not None:
-        manifest["rule"] = rule_to_json(rule)
+        optional["rule"] = rule_to_json(rule)
     if calibration_turbines:
-        manifest["calibration_turbines"] = list(calibration_turbines)
+        optional["calibration_turbines"] = list(calibration_turbines)
     center = getattr(detector, "center_", None)
     if isinstance(center, torch.Tensor):
-        manifest["center"] = [round(float(v), 6) for v in center.cpu()]
-        manifest["radius"] = float(getattr(detector, "radius_", math.nan))
-    return manifest
+        optional["center"] = [round(float(v), 6) for v in center.cpu()]
+        optional["radius"] = float(getattr(detector, "radius_", math.nan))
+    if model_settings is not None:
+        optional["model_settings"] = model_settings
+    if tuning is not None:
+        optional["tuning"] = TuningRecord.model_validate(tuning)
+    return Manifest(
+        format_version=FORMAT_VERSION,
+        name=name,
+        member=member,
+        family=detector.family,
+        kind=detector_kind(detector),
+        hyperparameters=detector.hyperparameters(),
+        preprocessing=record,
+        scaler=scaler.to_json(),
+        threshold=detector.threshold_,
+        target_fpr=detector.target_fpr_,
+        median_normal_score=detector.median_normal_score_,
+        training=TrainingRecord.model_validate(training),
+        validation=ValidationRecord.model_validate(validation),
+        package_version=__version__,
+        torch_version=torch.__version__,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        **optional,
+    )
 
 
 def save_bundle(folder: Path, bundle: Bundle) -> Path:
@@ -303,10 +309,8 @@ def save_bundle(folder: Path, bundle: Bundle) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / WEIGHTS_FILE
     save_file(bundle.detector.state_tensors(), str(weights))
-    bundle.manifest["weights_sha256"] = sha256_file(weights)
-    (folder / MANIFEST_FILE).write_bytes(
-        orjson.dumps(bundle.manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
-    )
+    bundle.manifest = bundle.manifest.model_copy(update={"weights_sha256": sha256_file(weights)})
+    write_manifest(folder / MANIFEST_FILE, bundle.manifest)
     bundle.path = folder
     return folder
 
@@ -321,7 +325,7 @@ def load_bundle(
     """Load, verify and (optionally) check a bundle against the configured preprocessing.
 
     Raises:
-        BundleError: files missing or unreadable.
+        BundleError: files missing or unreadable, or the manifest is not one.
         BundleIntegrityError: the weights' hash differs from the manifest's.
         BundleMismatchError: channels or preprocessing differ from `expected`.
     """
@@ -329,38 +333,27 @@ def load_bundle(
     if not manifest_path.is_file() or not weights.is_file():
         msg = f"{folder} is not a model bundle (needs {MANIFEST_FILE} and {WEIGHTS_FILE})"
         raise BundleError(msg)
-    try:
-        manifest = orjson.loads(manifest_path.read_bytes())
-    except orjson.JSONDecodeError as exc:
-        msg = f"{manifest_path}: not valid JSON ({exc})"
-        raise BundleError(msg) from exc
-    if manifest.get("format_version") != FORMAT_VERSION:
-        msg = (
-            f"{folder}: bundle format {manifest.get('format_version')!r}, expected {FORMAT_VERSION}"
-        )
-        raise BundleError(msg)
+    manifest = read_manifest(manifest_path)
     actual = sha256_file(weights)
-    if actual != manifest.get("weights_sha256"):
+    if actual != manifest.weights_sha256:
         msg = (
             f"{weights}: content hash {actual[:16]}... does not match the manifest's "
-            f"{str(manifest.get('weights_sha256'))[:16]}...; the bundle was modified or corrupted"
+            f"{str(manifest.weights_sha256)[:16]}...; the bundle was modified or corrupted"
         )
         raise BundleIntegrityError(msg)
-    detector = detector_from_manifest(manifest["kind"], manifest["hyperparameters"])
+    detector = detector_from_manifest(manifest.kind, manifest.hyperparameters)
     detector.to(device or torch.device("cpu"))
     try:
         detector.load_state_tensors(load_file(str(weights)))
     except (RuntimeError, KeyError) as exc:
         msg = f"{weights}: tensors do not fit the manifest's network ({exc})"
         raise BundleError(msg) from exc
-    detector.set_calibration(
-        detector.calibration_scores_, float(manifest["threshold"]), float(manifest["target_fpr"])
-    )
+    detector.set_calibration(detector.calibration_scores_, manifest.threshold, manifest.target_fpr)
     bundle = Bundle(
         path=folder,
         manifest=manifest,
         detector=detector,
-        scaler=MinMaxScaler.from_json(manifest["scaler"]),
+        scaler=MinMaxScaler.from_json(manifest.scaler),
         threshold_override=threshold_override,
     )
     if expected is not None:

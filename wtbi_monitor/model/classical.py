@@ -51,11 +51,11 @@ class _ClassicalDetector(Detector):
         super().__init__()
         self.window_length = window_length
         self.n_channels = n_channels
-        self.family_name = family
+        self.family = family
 
     def _base_hyper(self) -> dict[str, Any]:
         return {
-            "family": self.family_name,
+            "family": self.family,
             "window_length": self.window_length,
             "n_channels": self.n_channels,
         }

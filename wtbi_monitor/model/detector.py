@@ -74,8 +74,10 @@ def tail_probability(sorted_scores: F64, scores: F64) -> F64:
 class Detector(ABC):
     """Base class of all detectors."""
 
-    #: family name as in model-spec section 7 (e.g. "iae_lstm_kl").
-    family: ClassVar[str] = ""
+    #: family name as in model-spec section 7 (e.g. "iae_lstm_kl"), recorded in bundle
+    #: manifests: each detector's constructor sets it (registry.build_detector passes the
+    #: member's family).
+    family: str = ""
     #: the detector class's name in bundle manifests (registry: kind -> class).
     kind: ClassVar[str] = ""
 

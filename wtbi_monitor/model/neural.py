@@ -291,7 +291,7 @@ class SVDDDetector(NeuralDetector):
             raise ConfigurationError(msg)
         self.score_mode = score
         self._faulty: tuple[int, Tensor] | None = None  # validation faults, built once
-        self.family_name = family
+        self.family = family
         self.objective = objective
         self.lambda_rec = lambda_rec if spec.use_decoder else 0.0
         self.lambda_kl = lambda_kl
@@ -360,7 +360,7 @@ class SVDDDetector(NeuralDetector):
     def hyperparameters(self) -> dict[str, Any]:
         """Everything needed to rebuild this detector."""
         return {
-            "family": self.family_name,
+            "family": self.family,
             "objective": self.objective,
             "lambda_rec": self.lambda_rec,
             "lambda_kl": self.lambda_kl,
@@ -627,7 +627,7 @@ class ReconstructionDetector(NeuralDetector):
     ) -> None:
         conv_spec = replace(spec, use_lstm=False, use_decoder=True, dense_hidden=tuple(hidden))
         super().__init__(conv_spec)
-        self.family_name = family
+        self.family = family
         self.dense = dense
         self.hidden = tuple(hidden)
         self.beta = beta
@@ -647,7 +647,7 @@ class ReconstructionDetector(NeuralDetector):
     def hyperparameters(self) -> dict[str, Any]:
         """Everything needed to rebuild this detector."""
         return {
-            "family": self.family_name,
+            "family": self.family,
             "dense": self.dense,
             "hidden": list(self.hidden),
             "beta": self.beta,

@@ -22,7 +22,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Protocol
 
 import torch
@@ -31,41 +31,36 @@ from torch import Tensor, nn
 from wtbi_monitor.config import TrainingSettings
 from wtbi_monitor.errors import TrainingError
 
+#: The training settings' defaults, which `FitConfig` shares.
+_DEFAULTS = TrainingSettings()
+
 
 @dataclass(frozen=True)
 class FitConfig:
-    """Optimisation settings (a subset of `TrainingSettings`)."""
+    """Optimisation settings: a subset of `TrainingSettings`, same names, same defaults.
 
-    batch_size: int = 128
-    pretrain_epochs: int = 10
-    epochs: int = 50
-    learning_rate: float = 1e-4
-    weight_decay: float = 5e-7
-    amsgrad: bool = True
-    lr_milestones: tuple[int, ...] = ()
-    lr_gamma: float = 0.1
-    warmup_epochs: int = 10
-    patience: int = 8
-    seed: int = 0
-    early_stopping: str = "auto"  # "auto": the detector's criterion; "loss": the joint loss
+    Each field is a field of `TrainingSettings` and takes its default from there
+    (tests/model/test_trainer.py checks both); `from_settings` copies the values over.
+    """
+
+    batch_size: int = _DEFAULTS.batch_size
+    pretrain_epochs: int = _DEFAULTS.pretrain_epochs
+    epochs: int = _DEFAULTS.epochs
+    learning_rate: float = _DEFAULTS.learning_rate
+    weight_decay: float = _DEFAULTS.weight_decay
+    amsgrad: bool = _DEFAULTS.amsgrad
+    lr_milestones: tuple[int, ...] = _DEFAULTS.lr_milestones
+    lr_gamma: float = _DEFAULTS.lr_gamma
+    warmup_epochs: int = _DEFAULTS.warmup_epochs
+    patience: int = _DEFAULTS.patience
+    seed: int = _DEFAULTS.seed
+    #: "auto": the detector's own criterion; "loss": the joint loss.
+    early_stopping: str = _DEFAULTS.early_stopping
 
     @classmethod
     def from_settings(cls, s: TrainingSettings) -> FitConfig:
         """Take the optimisation fields of the training settings."""
-        return cls(
-            batch_size=s.batch_size,
-            pretrain_epochs=s.pretrain_epochs,
-            epochs=s.epochs,
-            learning_rate=s.learning_rate,
-            weight_decay=s.weight_decay,
-            amsgrad=s.amsgrad,
-            lr_milestones=s.lr_milestones,
-            lr_gamma=s.lr_gamma,
-            warmup_epochs=s.warmup_epochs,
-            patience=s.patience,
-            seed=s.seed,
-            early_stopping=s.early_stopping,
-        )
+        return cls(**{f.name: getattr(s, f.name) for f in fields(cls)})
 
 
 @dataclass(frozen=True)

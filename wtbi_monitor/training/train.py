@@ -28,6 +28,13 @@ from wtbi_monitor.model import Bundle, FitConfig, build_detector, parse_member, 
 from wtbi_monitor.model.bundle import build_manifest
 from wtbi_monitor.model.classical import RULE_CHANNELS, PowerCurveRuleDetector
 from wtbi_monitor.model.detector import Detector
+from wtbi_monitor.model.manifest import (
+    Coverage,
+    TemperatureSummary,
+    TrainingRecord,
+    ValidationRecord,
+    WindSummary,
+)
 from wtbi_monitor.model.trainer import ProgressCallback
 from wtbi_monitor.preprocessing import DerivedChannels, MinMaxScaler
 from wtbi_monitor.training.dataset import (
@@ -123,7 +130,7 @@ MIN_COLD_NORMAL_HOURS = 24.0
 
 def training_coverage(
     frames: list[TurbineFrame], settings: Settings, *, warn: bool = False
-) -> dict[str, Any]:
+) -> Coverage:
     """What the NORMAL readings of a training history cover (recorded in the manifest).
 
     Turbines, period, readings, ambient temperature (range, quantiles, hours below 0 C) and
@@ -136,12 +143,9 @@ def training_coverage(
     rows = sum(int(m.sum()) for m in normal)
     starts = [int(f.times_ms[0]) for f in frames if len(f)]
     ends = [int(f.times_ms[-1]) for f in frames if len(f)]
-    out: dict[str, Any] = {
-        "turbines": sorted({f.turbine_id for f in frames}),
-        "period": [format_iso(min(starts)), format_iso(max(ends))] if starts else None,
-        "normal_readings": rows,
-        "warnings": [],
-    }
+    warnings: list[str] = []
+    # summaries of the channels the data has (left out of the manifest otherwise)
+    measured: dict[str, Any] = {}
 
     def column(name: str) -> NDArray[np.float64] | None:
         if name not in pre.channels or rows == 0:
@@ -156,31 +160,31 @@ def training_coverage(
         )
         q = np.quantile(temp, [0.0, 0.01, 0.5, 0.99, 1.0])
         cold_hours = float((temp < 0.0).sum()) * step_h
-        out["temperature_c"] = {
-            "min": float(q[0]),
-            "p1": float(q[1]),
-            "median": float(q[2]),
-            "p99": float(q[3]),
-            "max": float(q[4]),
-        }
-        out["normal_hours_below_0c"] = round(cold_hours, 1)
+        measured["temperature_c"] = TemperatureSummary(
+            min=float(q[0]), p1=float(q[1]), median=float(q[2]), p99=float(q[3]), max=float(q[4])
+        )
+        measured["normal_hours_below_0c"] = round(cold_hours, 1)
         if cold_hours < MIN_COLD_NORMAL_HOURS:
-            out["warnings"].append(
+            warnings.append(
                 f"only {cold_hours:.1f} h of normal operation below 0 C (coldest normal "
                 f"reading {q[0]:.2f} C): the data cannot represent cold ice-free operation, "
                 "so every cold window will look anomalous; train on a history with a winter"
             )
     wind = column("wind_speed")
     if wind is not None:
-        out["wind_ms"] = {
-            "min": float(wind.min()),
-            "p99": float(np.quantile(wind, 0.99)),
-            "max": float(wind.max()),
-        }
+        measured["wind_ms"] = WindSummary(
+            min=float(wind.min()), p99=float(np.quantile(wind, 0.99)), max=float(wind.max())
+        )
     if warn:
-        for text in out["warnings"]:
+        for text in warnings:
             log.warning("training_coverage", detail=text)
-    return out
+    return Coverage(
+        turbines=sorted({f.turbine_id for f in frames}),
+        period=[format_iso(min(starts)), format_iso(max(ends))] if starts else None,
+        normal_readings=rows,
+        warnings=warnings,
+        **measured,
+    )
 
 
 def format_iso(time_ms: int) -> str:
@@ -263,26 +267,29 @@ def fit_member(
         (e["validation_loss"] for e in reversed(epochs) if e.get("validation_loss") is not None),
         None,
     )
-    validation = {
-        "windows": int(x_val.shape[0]),
-        "loss": last_val,
-        "threshold": threshold,
-        "false_positive_rate_at_threshold": float(np.mean(val_scores > threshold)),
-        "score_quantiles": {
+    validation = ValidationRecord(
+        windows=int(x_val.shape[0]),
+        loss=last_val,
+        threshold=threshold,
+        false_positive_rate_at_threshold=float(np.mean(val_scores > threshold)),
+        score_quantiles={
             q: float(np.quantile(val_scores, float(q))) for q in ("0.5", "0.9", "0.99", "0.999")
         },
-        "clip_fraction": val_clipped / max(val_raw.size, 1),  # outside the training range
-        "calibration_basis": detector.calibration_basis_,
-    }
-    training = {
-        **data.description,
-        **{k: v for k, v in detector.training_summary_.items() if k != "epochs"},
-        "epochs": epochs,
-        "fit_seconds": round(fit_seconds, 2),
-        "seed": tr.seed,
-        "settings": tr.model_dump(mode="json"),
-        "device": str(device),
-    }
+        clip_fraction=val_clipped / max(val_raw.size, 1),  # outside the training range
+        calibration_basis=detector.calibration_basis_,
+    )
+    # the data's description, the detector's own summary (its keys stay as they are), the fit
+    training = TrainingRecord.model_validate(
+        {
+            **data.description,
+            **{k: v for k, v in detector.training_summary_.items() if k != "epochs"},
+            "epochs": epochs,
+            "fit_seconds": round(fit_seconds, 2),
+            "seed": tr.seed,
+            "settings": tr.model_dump(mode="json"),
+            "device": str(device),
+        }
+    )
     manifest = build_manifest(
         name=name or parsed.label.replace(":", "-").replace("+", "-"),
         member=parsed.label,
@@ -294,10 +301,9 @@ def fit_member(
         derived=derived,
         rule=rule,
         calibration_turbines=data.validation.turbine_ids,
+        model_settings=settings.model.model_dump(mode="json"),
+        tuning=tuning,
     )
-    manifest["model_settings"] = settings.model.model_dump(mode="json")
-    if tuning is not None:
-        manifest["tuning"] = tuning
     return Bundle(
         path=None,
         manifest=manifest,

@@ -27,10 +27,10 @@ from numpy.typing import NDArray
 from sklearn.metrics import roc_auc_score
 
 from wtbi_monitor.config import Settings
+from wtbi_monitor.families import FAMILIES
 from wtbi_monitor.logs import get_logger
 from wtbi_monitor.model import Bundle, parse_member
 from wtbi_monitor.model.faults import synthetic_faults
-from wtbi_monitor.model.registry import FAMILIES
 from wtbi_monitor.training.train import TrainingData, fit_member
 
 log = get_logger(__name__)
