@@ -37,13 +37,13 @@ from typing import Any, Self
 
 import numpy as np
 import torch
+from wtbi_devtools.localenv import LocalServers, start_all
 
 from bench_scoring import random_weights_detector  # scripts/ is on sys.path when run
 from wtbi_monitor.adapters.kafka import ensure_topics
 from wtbi_monitor.cli import open_service
 from wtbi_monitor.config import PreprocessingSettings, Settings, SimulationSettings
 from wtbi_monitor.data.synthetic import FarmSimulator
-from wtbi_monitor.localenv import LocalServers, start_all
 from wtbi_monitor.logs import configure_logging
 from wtbi_monitor.model import load_bundle, save_bundle
 from wtbi_monitor.model.bundle import Bundle, build_manifest

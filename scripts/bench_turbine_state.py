@@ -27,9 +27,10 @@ import orjson
 from wtbi_monitor.codec import RecordDecoder
 from wtbi_monitor.config import Settings, SimulationSettings
 from wtbi_monitor.data.synthetic import FarmSimulator
+from wtbi_monitor.domain import InputRecord
 from wtbi_monitor.model import load_bundle
 from wtbi_monitor.replay import frames_to_messages
-from wtbi_monitor.scoring import InputRecord, StreamProcessor
+from wtbi_monitor.scoring import StreamProcessor
 
 
 def readings(channels: tuple[str, ...], n: int) -> list[bytes]:

@@ -22,16 +22,16 @@ cleanup() {
     kill -TERM "$DAEMON_PID" 2>/dev/null || true
     wait "$DAEMON_PID" 2>/dev/null || true
   fi
-  python -m wtbi_monitor.localenv down --dir "$OUT/servers" || true
+  python -m wtbi_devtools.localenv down --dir "$OUT/servers" || true
 }
 # Stop leftovers of an earlier run before wiping its folder.
-[ -f "$OUT/servers/pids" ] && python -m wtbi_monitor.localenv down --dir "$OUT/servers"
+[ -f "$OUT/servers/pids" ] && python -m wtbi_devtools.localenv down --dir "$OUT/servers"
 rm -rf "$OUT"
 mkdir -p "$OUT"
 trap cleanup EXIT
 
 echo "== 1/6 start the local broker (Tansu) and database (VictoriaMetrics)"
-python -m wtbi_monitor.localenv up --dir "$OUT/servers" > /dev/null
+python -m wtbi_devtools.localenv up --dir "$OUT/servers" > /dev/null
 # shellcheck disable=SC1091
 source "$OUT/servers/env"
 echo "   kafka $WTBI_KAFKA__BOOTSTRAP_SERVERS, database $WTBI_INFLUX__URL"
@@ -43,7 +43,7 @@ echo "== 3/6 train $MEMBER (small preset) on the history's normal rows"
 wtbi-monitor --config "$CONFIG" train --data "$OUT/history" --member "$MEMBER" --out "$BUNDLE"
 
 echo "== 4/6 start the daemon (wtbi-monitor serve)"
-HTTP_PORT="$(python -c 'from wtbi_monitor.localenv import free_port; print(free_port())')"
+HTTP_PORT="$(python -c 'from wtbi_devtools.localenv import free_port; print(free_port())')"
 wtbi-monitor --config "$CONFIG" --log-format json serve \
   --bundle "$BUNDLE" --http-port "$HTTP_PORT" > "$OUT/daemon.log" 2>&1 &
 DAEMON_PID=$!

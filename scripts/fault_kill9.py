@@ -54,15 +54,16 @@ import torch
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
+from wtbi_devtools.localenv import LocalServers, start_all
 
+from wtbi_monitor.adapters.files import alarm_record, score_records
 from wtbi_monitor.adapters.kafka import ensure_topics, produce_readings
+from wtbi_monitor.adapters.line_protocol import tag
 from wtbi_monitor.codec import RecordDecoder
 from wtbi_monitor.config import Settings, SimulationSettings
 from wtbi_monitor.data.synthetic import FarmSimulator
-from wtbi_monitor.localenv import LocalServers, start_all
 from wtbi_monitor.logs import configure_logging
 from wtbi_monitor.model import load_bundle, save_bundle
-from wtbi_monitor.outputs import alarm_record, score_records, tag
 from wtbi_monitor.replay import frames_to_messages, replay_messages
 from wtbi_monitor.scoring import StreamProcessor
 from wtbi_monitor.training.train import fit_member, prepare_training_data, split_history
@@ -242,7 +243,7 @@ def replay(bundle_path: Path, settings: Settings, messages: Messages) -> Expecte
     out = Expected()
     for result in replay_messages(processor, messages, batch_records=700):
         out.dead_letters += len(result.dead_letters)
-        for rec in score_records(result.points, bundle.name):
+        for rec in score_records(result.points):
             out.scores[rec["turbine_id"], rec["time_ms"]] = rec["score"]
         for event in result.events:
             rec = alarm_record(event)

@@ -6,9 +6,9 @@ cd "$(dirname "$0")/.."
 source scripts/setup_env.sh
 
 echo "== ruff (lint)"
-ruff check wtbi_monitor tests scripts
+ruff check wtbi_monitor wtbi_devtools tests scripts
 echo "== ruff (format)"
-ruff format --check wtbi_monitor tests scripts
+ruff format --check wtbi_monitor wtbi_devtools tests scripts
 echo "== mypy --strict"
 mypy
 echo "== import-layer contract"

@@ -6,8 +6,8 @@
 Both listen on 127.0.0.1 on free ports, are checked for readiness, and are stopped by PID.
 Command line (used by scripts/demo.sh):
 
-    python -m wtbi_monitor.localenv up --dir .run/servers     # prints and writes env file
-    python -m wtbi_monitor.localenv down --dir .run/servers
+    python -m wtbi_devtools.localenv up --dir .run/servers     # prints and writes env file
+    python -m wtbi_devtools.localenv down --dir .run/servers
 """
 
 from __future__ import annotations
@@ -286,7 +286,7 @@ def start_all(workdir: Path) -> LocalServers:
 
 def main(argv: list[str] | None = None) -> int:
     """`up` writes <dir>/env and <dir>/pids; `down` stops the PIDs listed there."""
-    parser = argparse.ArgumentParser(prog="python -m wtbi_monitor.localenv")
+    parser = argparse.ArgumentParser(prog="python -m wtbi_devtools.localenv")
     parser.add_argument("action", choices=["up", "down"])
     parser.add_argument("--dir", type=Path, default=Path(".run/servers"))
     args = parser.parse_args(argv)

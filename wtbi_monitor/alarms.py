@@ -45,7 +45,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from wtbi_monitor.config import AlarmSettings
-from wtbi_monitor.domain import AlarmEvent, AlarmState, Severity, WindowScore
+from wtbi_monitor.domain import TOP_K, AlarmEvent, AlarmState, Severity, WindowScore
 from wtbi_monitor.preprocessing.stream import decode_array, encode_array
 
 #: Namespace of alarm ids (a fixed random UUID; changing it changes every id).
@@ -529,6 +529,17 @@ def rank_many(
     index[has] = order[has]
     share[has] = picked[has] / total[has]
     return index, share
+
+
+def top_channels(
+    errors: NDArray[np.float64], reference: NDArray[np.float64] | None
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """The product's one channel attribution: the TOP_K channels of largest excess error.
+
+    Score points, alarm events, `wtbi-monitor score` and the benchmark's hit rate all rank
+    with this (excess over the normal reference, `channel_excess`).
+    """
+    return rank_many(errors, reference, TOP_K)
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,22 +29,24 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from wtbi_monitor import __version__
+from wtbi_monitor.adapters.files import JsonLinesSink
 from wtbi_monitor.adapters.http import HttpEndpoint
 from wtbi_monitor.adapters.influx import InfluxSink
 from wtbi_monitor.adapters.kafka import (
-    AlertSink,
     DeadLetters,
+    KafkaAlertSink,
     KafkaOutputs,
     KafkaSource,
     KafkaStateStore,
     ensure_topics,
     produce_readings,
 )
-from wtbi_monitor.alarms import rank_many
-from wtbi_monitor.codec import RecordDecoder, encode_alarm_event
+from wtbi_monitor.alarms import top_channels
+from wtbi_monitor.codec import RecordDecoder
 from wtbi_monitor.config import Settings, load_settings
 from wtbi_monitor.data.synthetic import FarmSimulator, read_episodes
 from wtbi_monitor.data.wtbi import TurbineFrame, detect_channels, format_times, read_farm
+from wtbi_monitor.delivery import Delivery
 from wtbi_monitor.errors import WtbiError
 from wtbi_monitor.evaluation.benchmark import BenchmarkRun, Cache, Cell, plan, run_benchmark
 from wtbi_monitor.evaluation.protocols import ProtocolResult, evaluate_paper, evaluate_time_ordered
@@ -51,12 +54,12 @@ from wtbi_monitor.evaluation.realism import write_report as write_realism_report
 from wtbi_monitor.evaluation.report import write_report
 from wtbi_monitor.evaluation.results_doc import render
 from wtbi_monitor.logs import configure_logging, get_logger, set_repeat_interval
-from wtbi_monitor.model import Bundle, load_bundle, resolve_device, save_bundle
+from wtbi_monitor.model import FAMILIES, Bundle, load_bundle, resolve_device, save_bundle
 from wtbi_monitor.model.bundle import score_chunked
 from wtbi_monitor.model.trainer import EpochRecord, ProgressCallback
-from wtbi_monitor.outputs import alarm_line, alarm_record, score_lines, score_records
+from wtbi_monitor.ports import AlertSink, DatabaseSink, DeadLetterSink
 from wtbi_monitor.replay import frames_to_messages, replay_messages
-from wtbi_monitor.scoring import StreamProcessor
+from wtbi_monitor.scoring import BatchResult, StreamProcessor
 from wtbi_monitor.service import Service
 from wtbi_monitor.telemetry import Health, ServiceMetrics
 from wtbi_monitor.training.dataset import build_windows
@@ -213,35 +216,36 @@ def cmd_train(args: argparse.Namespace) -> int:
         close()
     out = args.out or settings.models_dir / bundle.name
     save_bundle(out, bundle)
-    v = bundle.manifest["validation"]
+    v = bundle.manifest.validation
     print(f"saved bundle {bundle.version} to {out}")
-    _print_coverage(bundle.manifest["training"].get("coverage", {}))
-    fpr = v["false_positive_rate_at_threshold"]
+    _print_coverage(bundle)
+    fpr = v.false_positive_rate_at_threshold
     print(
-        f"  threshold {v['threshold']:.6g} (validation FPR {fpr:.4f}, "
-        f"target {settings.training.target_fpr}); validation loss {v['loss']}; "
-        f"fit {bundle.manifest['training']['fit_seconds']} s"
+        f"  threshold {v.threshold:.6g} (validation FPR {fpr:.4f}, "
+        f"target {settings.training.target_fpr}); validation loss {v.loss}; "
+        f"fit {bundle.manifest.training.fit_seconds} s"
     )
     return 0
 
 
-def _print_coverage(coverage: dict[str, Any]) -> None:
+def _print_coverage(bundle: Bundle) -> None:
     """What the training data covers, and its warnings (manifest training.coverage)."""
-    if not coverage:
+    coverage = bundle.manifest.training.coverage
+    if coverage is None:
         return
-    temp = coverage.get("temperature_c")
-    period = coverage.get("period") or ["?", "?"]
-    line = f"  trained on {len(coverage.get('turbines', []))} turbines, {period[0]} .. {period[1]}"
+    temp = coverage.temperature_c
+    period = coverage.period or ["?", "?"]
+    line = f"  trained on {len(coverage.turbines)} turbines, {period[0]} .. {period[1]}"
     if temp:
         line += (
-            f"; normal temperature {temp['min']:.1f} .. {temp['max']:.1f} C, "
-            f"{coverage.get('normal_hours_below_0c', 0):.0f} h below 0 C"
+            f"; normal temperature {temp.min:.1f} .. {temp.max:.1f} C, "
+            f"{coverage.normal_hours_below_0c or 0:.0f} h below 0 C"
         )
-    wind = coverage.get("wind_ms")
+    wind = coverage.wind_ms
     if wind:
-        line += f"; wind up to {wind['max']:.1f} m/s"
+        line += f"; wind up to {wind.max:.1f} m/s"
     print(line)
-    for text in coverage.get("warnings", []):
+    for text in coverage.warnings:
         print(f"  WARNING: {text}")
 
 
@@ -275,7 +279,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             evaluate_time_ordered(frames, members, settings, bundles=bundles, progress=factory)
         )
     if "paper" in protocols:
-        paper_members = members + [b.manifest["member"] for b in bundles]
+        paper_members = members + [b.manifest.member for b in bundles]
         results.append(evaluate_paper(frames, paper_members, settings, progress=factory))
     context = {
         "command": " ".join(["wtbi-monitor", *sys.argv[1:]]),
@@ -361,7 +365,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         }
     )
     if scored.channel_error is not None:
-        top, share = rank_many(scored.channel_error, bundle.detector.channel_reference_, 3)
+        top, share = top_channels(scored.channel_error, bundle.detector.channel_reference_)
         names = np.asarray([*bundle.channels, ""])
         for k in range(top.shape[1]):
             table[f"top_channel_{k + 1}"] = names[top[:, k]]  # -1: no excess (empty)
@@ -454,12 +458,11 @@ async def open_service(settings: Settings) -> AsyncIterator[tuple[Service, HttpE
     service = Service(
         processor=processor,
         source=KafkaSource(settings.kafka),
-        lines=influx,
-        alerts=AlertSink(outputs),
+        database=influx,
+        alerts=KafkaAlertSink(outputs),
         dead_letters=dead_letters,
         state=KafkaStateStore(settings.kafka, outputs),
         settings=settings.service,
-        influx=settings.influx,
         metrics=metrics,
         health=health,
     )
@@ -523,57 +526,79 @@ def cmd_replay(args: argparse.Namespace) -> int:
     frames = _read(args.data, settings)
     messages = frames_to_messages(frames, processor.bundle.source_channels)
     results = replay_messages(processor, messages, batch_records=settings.service.max_batch_records)
-    model = processor.bundle.name
-    windows = events = rejected = outside = 0
     if args.to_sinks:
-        return asyncio.run(_replay_to_sinks(settings, processor, results))
-    out = args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("wb") as fh:
-        for result in results:
-            for rec in score_records(result.points, model):
-                fh.write(orjson.dumps(rec) + b"\n")
-            for event in result.events:
-                fh.write(orjson.dumps(alarm_record(event)) + b"\n")
-            windows += len(result.points)
-            outside += int((result.points.clip_fraction > 0).sum())
-            events += len(result.events)
-            rejected += len(result.dead_letters)
+        totals = asyncio.run(_replay_to_sinks(settings, results))
+        where = "the database, the alert topic and the dead-letter topic"
+    else:
+        with JsonLinesSink(args.out) as sink:
+            # To a file: dead letters are only counted (the file holds outputs).
+            delivery = _delivery(settings, sink)
+            totals = asyncio.run(_deliver_all(delivery, results, settings))
+        where = str(args.out)
     print(
-        f"replayed {len(messages):,} readings: {windows:,} windows ({outside:,} outside the "
-        f"training data's range), {events} alarm events, {rejected} rejected; wrote {out}"
+        f"replayed {len(messages):,} readings: {totals.windows:,} windows ({totals.outside:,} "
+        f"outside the training data's range), {totals.events} alarm events, "
+        f"{totals.rejected} rejected; wrote {where}"
     )
     return 0
 
 
-async def _replay_to_sinks(settings: Settings, processor: StreamProcessor, results: object) -> int:
+def _delivery(
+    settings: Settings,
+    database: DatabaseSink,
+    alerts: AlertSink | None = None,
+    dead_letters: DeadLetterSink | None = None,
+) -> Delivery:
+    """The daemon's delivery (order, retries, drops) onto the given sinks."""
+    return Delivery(
+        database=database,
+        alerts=alerts,
+        dead_letters=dead_letters,
+        retry_initial_s=settings.service.retry_initial_s,
+        retry_max_s=settings.service.retry_max_s,
+    )
+
+
+@dataclasses.dataclass
+class _Totals:
+    windows: int = 0
+    outside: int = 0
+    events: int = 0
+    rejected: int = 0
+
+
+async def _deliver_all(
+    delivery: Delivery, results: Iterable[BatchResult], settings: Settings
+) -> _Totals:
+    """Every batch through the delivery (the daemon's order and retries); count outputs."""
+    totals = _Totals()
+    for result in results:
+        await delivery.deliver(result, give_up_after_s=settings.service.replay_give_up_s)
+        totals.windows += len(result.points)
+        totals.outside += int((result.points.clip_fraction > 0).sum())
+        totals.events += len(result.events)
+        totals.rejected += len(result.dead_letters)
+    return totals
+
+
+async def _replay_to_sinks(settings: Settings, results: Iterable[BatchResult]) -> _Totals:
+    """Replay's outputs to the daemon's database and topics, through the daemon's delivery."""
+    if settings.kafka.create_topics:
+        await ensure_topics(settings.kafka)
     outputs = KafkaOutputs(settings.kafka)
     await outputs.start()
-    influx = InfluxSink(settings.influx, dead_letters=DeadLetters(outputs))
-    model = processor.bundle.name
+    dead_letters = DeadLetters(outputs)
+    influx = InfluxSink(
+        settings.influx,
+        dead_letters=dead_letters,
+        dead_letter_piece_bytes=settings.kafka.max_request_bytes // 2,
+    )
+    delivery = _delivery(settings, influx, KafkaAlertSink(outputs), dead_letters)
     try:
-        for result in results:  # type: ignore[attr-defined]
-            lines = score_lines(
-                result.points,
-                settings.influx.score_measurement,
-                model,
-                processor.bundle.channels,
-                model_version=processor.bundle.version,
-            )
-            lines += [
-                alarm_line(e, settings.influx.alarm_measurement, model) for e in result.events
-            ]
-            await influx.write(lines)
-            await outputs.publish_alerts(
-                [(e.turbine_id.encode(), encode_alarm_event(e)) for e in result.events]
-            )
-            if result.dead_letters:
-                await outputs.publish_dead_letters(result.dead_letters)
+        return await _deliver_all(delivery, results, settings)
     finally:
         await outputs.stop()
         influx.close()
-    print("replayed to the database and the alert topic")
-    return 0
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
@@ -633,7 +658,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="fit a model on historical normal data; save a bundle")
     p.add_argument("--data", type=Path, required=True, help="WTBI file or folder")
-    p.add_argument("--member", help="family member, e.g. iae_lstm_kl:soft (default: model.family)")
+    p.add_argument(
+        "--member",
+        help="family member FAMILY[:hard|soft][+no_input_gate][+no_output_gate], e.g. "
+        f"iae_lstm_kl:soft (default: model.family); FAMILY: {', '.join(FAMILIES)}",
+    )
     p.add_argument("--name", help="bundle name (default: from the member)")
     p.add_argument("--out", type=Path, help="bundle folder (default: models/<name>)")
     p.add_argument(
@@ -653,7 +682,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="run the evaluation protocols and write a report")
     p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--members", help="comma-separated members to train and evaluate")
+    p.add_argument(
+        "--members",
+        help="comma-separated members to train and evaluate (as train --member; default: "
+        f"evaluation.families); FAMILY: {', '.join(FAMILIES)}",
+    )
     p.add_argument(
         "--bundle", type=Path, action="append", help="evaluate a saved bundle (repeatable)"
     )

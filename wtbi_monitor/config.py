@@ -22,28 +22,8 @@ from pydantic_settings import (
 
 from wtbi_monitor.domain import DEFAULT_CHANNELS
 from wtbi_monitor.errors import ConfigurationError
+from wtbi_monitor.families import ABLATION_MEMBERS, MAIN_MEMBERS, FamilyName
 
-FamilyName = Literal[
-    "iae_lstm_kl",
-    "iae_kl",
-    "iae_lstm",
-    "dlsvdd",
-    "dlsvdd_kl",
-    "dsvdd_kl",
-    "deep_svdd",
-    "iaead",
-    "cae",
-    "toll",
-    "ae",
-    "deep_ae",
-    "vae",
-    "memae",
-    "lsa",
-    "gaussian_ad",
-    "pca",
-    "iforest",
-    "power_curve_rule",
-]
 Objective = Literal["hard", "soft"]
 Preset = Literal["paper", "small"]
 DeviceName = Literal["auto", "cpu", "cuda"]
@@ -382,44 +362,6 @@ class EvaluationSettings(_Section):
         return self
 
 
-_TABLE_III = (
-    "cae",
-    "memae",
-    "vae",
-    "gaussian_ad",
-    "lsa",
-    "deep_svdd:hard",
-    "deep_svdd:soft",
-    "iaead:hard",
-    "iaead:soft",
-    "iae_lstm_kl:hard",
-    "iae_lstm_kl:soft",
-    "iae_lstm_kl:hard@paper",
-    "iae_lstm_kl:soft@paper",
-    "toll",
-    "ae",
-    "deep_ae",
-    "pca",
-    "iforest",
-    "power_curve_rule",
-)
-_ABLATIONS = (
-    "iae_kl:soft",
-    "iae_lstm:soft",
-    "dlsvdd:soft",
-    "dlsvdd_kl:soft",
-    "dsvdd_kl:soft",
-    "iae_kl:hard",
-    "iae_lstm:hard",
-    "dlsvdd:hard",
-    "dlsvdd_kl:hard",
-    "dsvdd_kl:hard",
-    "iae_lstm_kl:soft+no_input_gate",
-    "iae_lstm_kl:soft+no_output_gate",
-    "iae_lstm_kl:soft+no_input_gate+no_output_gate",
-)
-
-
 class BenchmarkSettings(_Section):
     """`wtbi-monitor benchmark`: the whole family over several seeds (docs/results.md)."""
 
@@ -442,10 +384,11 @@ class BenchmarkSettings(_Section):
         description="member -> training settings for its fits (e.g. more windows and epochs)",
     )
     members: tuple[str, ...] = Field(
-        default=_TABLE_III, description="members of the main tables (paper Table III and more)"
+        default=MAIN_MEMBERS,
+        description="members of the main tables (paper Table III and more)",
     )
     ablations: tuple[str, ...] = Field(
-        default=_ABLATIONS, description="IAE-LSTM-KL ablations (paper Tables V and VII)"
+        default=ABLATION_MEMBERS, description="IAE-LSTM-KL ablations (paper Tables V and VII)"
     )
     ablation_seeds: tuple[int, ...] = Field(
         default=(0, 1, 2), description="training seeds of the ablation members"
@@ -540,6 +483,12 @@ class ServiceSettings(_Section):
     commit_interval_s: float = Field(default=2.0, gt=0, description="snapshot + commit period")
     retry_initial_s: float = Field(default=0.2, gt=0, description="first sink retry delay")
     retry_max_s: float = Field(default=10.0, gt=0, description="longest sink retry delay")
+    replay_give_up_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="`replay --to-sinks`: exit with an error when a batch cannot be delivered "
+        "for this long (the daemon retries for ever instead)",
+    )
     max_record_bytes: int = Field(
         default=16_384, ge=256, description="larger records dead-lettered"
     )
@@ -653,8 +602,3 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         model_config = SettingsConfigDict(toml_file=path)
 
     return _FromFile(**overrides)
-
-
-def masked(secret: SecretStr | None) -> str:
-    """Render a secret for logs: never its value."""
-    return "" if secret is None or not secret.get_secret_value() else "**********"

@@ -1,5 +1,8 @@
 """Core domain types shared by every layer: channels, labels, windows, scores, alarm events.
 
+Also the value records that cross the service's ports: input records, dead letters and
+score points (ports.py speaks only these types).
+
 Times are integers of milliseconds since the Unix epoch (UTC) everywhere inside the
 package: they compare exactly, they survive JSON and Kafka headers unchanged, and the
 InfluxDB-protocol database keeps millisecond precision. Naive times read from files are
@@ -171,3 +174,82 @@ class AlarmEvent:
         """Length of the alarm so far (raise) or in total (clear)."""
         end = self.end_ms if self.end_ms is not None else self.event_time_ms
         return max(0, end - self.start_ms)
+
+
+#: Channels named per window in outputs and alarms (largest excess error first).
+TOP_K = 3
+
+
+@dataclass(frozen=True, slots=True)
+class InputRecord:
+    """One consumed message (or one file row, for replay).
+
+    Attributes:
+        partition, offset: where it came from (replay numbers the rows of partition 0).
+        key, value: the message as it came; None for a missing key or a tombstone.
+        timestamp_ms: the broker's timestamp (0 when unknown).
+        topic: the source topic (or "replay").
+    """
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int = 0
+    topic: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRecord:
+    """A rejected record and why (`reason` is one of `errors.Reason`)."""
+
+    record: InputRecord
+    reason: str
+    detail: str
+
+
+@dataclass
+class ScorePoints:
+    """One row per scored window (columnar), and the model that scored them.
+
+    Attributes:
+        turbine: turbine id per window.
+        time_ms: int64 (n,), window timestamps.
+        score, tail_probability, clip_fraction: float64 (n,).
+        top_index: int64 (n, TOP_K), channel indices (in the model's channel order) of the
+            largest excess errors, -1 when per-channel errors were not computed for that
+            window or it had no excess.
+        top_share: float64 (n, TOP_K), their shares of the window's excess error.
+        threshold: float64 (n,), each window's turbine's threshold in force.
+        model: the bundle's name; model_version: its version (name@hash).
+    """
+
+    turbine: list[str]
+    time_ms: NDArray[np.int64]
+    score: NDArray[np.float64]
+    tail_probability: NDArray[np.float64]
+    clip_fraction: NDArray[np.float64]
+    top_index: NDArray[np.int64]
+    top_share: NDArray[np.float64]
+    threshold: NDArray[np.float64]
+    model: str = ""
+    model_version: str = ""
+
+    def __len__(self) -> int:
+        return len(self.turbine)
+
+    @classmethod
+    def empty(cls, model: str = "", model_version: str = "") -> ScorePoints:
+        """No windows."""
+        return cls(
+            [],
+            np.empty(0, np.int64),
+            np.empty(0),
+            np.empty(0),
+            np.empty(0),
+            np.empty((0, TOP_K), np.int64),
+            np.empty((0, TOP_K)),
+            np.empty(0),
+            model,
+            model_version,
+        )

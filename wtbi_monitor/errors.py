@@ -92,7 +92,3 @@ class SinkError(WtbiError):
 
 class SourceUnavailableError(WtbiError):
     """The input has no live consumer (its last restart failed); the watchdog retries."""
-
-
-class BackpressureError(WtbiError):
-    """A bounded buffer is full; the caller must pause its input and retry later."""

@@ -1,14 +1,16 @@
 """The service's view of the outside world: protocols the adapters implement.
 
-The service (service.py) talks only to these; adapters/ implements them with aiokafka and
-influxdb-client, and tests can drive the service with in-memory versions.
+The service (service.py) and the delivery (delivery.py) talk only to these; adapters/
+implements them with aiokafka, influxdb-client and files, and tests drive the service with
+in-memory versions. Every port speaks domain types (domain.py); each sink owns its wire
+format (line protocol, alert JSON, dead-letter headers).
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from wtbi_monitor.scoring import DeadLetterRecord, InputRecord
+from wtbi_monitor.domain import AlarmEvent, DeadLetterRecord, InputRecord, ScorePoints
 
 
 class RebalanceHandler(Protocol):
@@ -80,22 +82,23 @@ class Source(Protocol):
         ...
 
 
-class LineSink(Protocol):
-    """The time-series database (InfluxDB line protocol)."""
+class DatabaseSink(Protocol):
+    """The time-series database: score points and alarm transitions."""
 
-    async def write(self, lines: list[str]) -> int:
-        """Write and wait for the acknowledgement; raise SinkError on a retryable failure.
+    async def write(self, points: ScorePoints, events: list[AlarmEvent]) -> int:
+        """Write and wait for the acknowledgement; raise SinkError on a failure.
 
-        Returns how many lines the database refused for good (dead-lettered, not retried).
+        Returns how many points the database refused for good (dead-lettered by the sink,
+        not retried).
         """
         ...
 
 
-class MessageSink(Protocol):
-    """A keyed message topic (alerts, state snapshots)."""
+class AlertSink(Protocol):
+    """The alert feed: one message per alarm transition."""
 
-    async def publish(self, messages: list[tuple[bytes, bytes]]) -> None:
-        """Send (key, value) messages and wait until all are acknowledged."""
+    async def publish(self, events: list[AlarmEvent]) -> None:
+        """Send the events and wait until all are acknowledged."""
         ...
 
 

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 from wtbi_monitor.codec import encode_reading
 from wtbi_monitor.data.wtbi import TurbineFrame
-from wtbi_monitor.scoring import BatchResult, InputRecord, StreamProcessor
+from wtbi_monitor.domain import InputRecord
+from wtbi_monitor.scoring import BatchResult, StreamProcessor
 
 
 def frames_to_messages(

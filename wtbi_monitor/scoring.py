@@ -22,7 +22,6 @@ skipped, so a snapshot written just before a crash is never applied twice.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,83 +35,28 @@ from wtbi_monitor.alarms import (
     gate_columns,
     gates_off,
     lowest_clear_level,
-    rank_many,
+    top_channels,
     window_inputs,
 )
 from wtbi_monitor.codec import RecordDecoder
 from wtbi_monitor.config import AlarmSettings, PreprocessingSettings
-from wtbi_monitor.domain import AlarmEvent, WindowScore
+from wtbi_monitor.domain import (
+    TOP_K,
+    AlarmEvent,
+    DeadLetterRecord,
+    InputRecord,
+    ScorePoints,
+    WindowScore,
+)
 from wtbi_monitor.errors import Reason, RecordError
 from wtbi_monitor.logs import get_logger
 from wtbi_monitor.model import Bundle
+from wtbi_monitor.model.bundle import score_chunked
 from wtbi_monitor.preprocessing import StreamState
 
 log = get_logger(__name__)
 
 SNAPSHOT_VERSION = 2  # 2: time-unit alarm machine (re-arm, drift, evidence)
-TOP_K = 3
-
-
-@dataclass(frozen=True)
-class InputRecord:
-    """One consumed message (or one file row, for replay)."""
-
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp_ms: int = 0
-    topic: str = ""
-
-
-@dataclass(frozen=True)
-class DeadLetterRecord:
-    """A rejected record and why."""
-
-    record: InputRecord
-    reason: str
-    detail: str
-
-
-@dataclass
-class ScorePoints:
-    """One row per scored window (columnar).
-
-    Attributes:
-        turbine: turbine id per window.
-        time_ms: int64 (n,), window timestamps.
-        score, tail_probability, clip_fraction: float64 (n,).
-        top_index: int64 (n, 3), channel indices of the largest excess errors, -1 when
-            per-channel errors were not computed for that window.
-        top_share: float64 (n, 3), their shares of the window's excess error.
-        threshold: float64 (n,), each window's turbine's threshold in force.
-    """
-
-    turbine: list[str]
-    time_ms: NDArray[np.int64]
-    score: NDArray[np.float64]
-    tail_probability: NDArray[np.float64]
-    clip_fraction: NDArray[np.float64]
-    top_index: NDArray[np.int64]
-    top_share: NDArray[np.float64]
-    threshold: NDArray[np.float64]
-
-    def __len__(self) -> int:
-        return len(self.turbine)
-
-    @classmethod
-    def empty(cls) -> ScorePoints:
-        """No windows."""
-        return cls(
-            [],
-            np.empty(0, np.int64),
-            np.empty(0),
-            np.empty(0),
-            np.empty(0),
-            np.empty((0, TOP_K), np.int64),
-            np.empty((0, TOP_K)),
-            np.empty(0),
-        )
 
 
 @dataclass
@@ -378,31 +322,31 @@ class StreamProcessor:
         )
 
     def score(self, prepared: Prepared) -> Scored:
-        """Score every window of the batch (thread-safe: touches only the model)."""
-        n = prepared.windows.shape[0]
-        c = self.n_inputs
-        score = np.empty(n)
-        tail = np.empty(n)
-        clip = np.empty(n)
-        means = np.empty((n, c))
-        errors = np.zeros((n, c))
-        rule = np.zeros(n, dtype=np.bool_)
-        decoder = self.bundle.detector.attributes_channels
-        # One pass: windows at or above the clear level also get per-channel errors (for
-        # alarm attribution), decoded from the same forward pass.
-        for start in range(0, n, self.score_batch_size):
-            part = slice(start, start + self.score_batch_size)
-            out = self.bundle.score_windows(
-                prepared.windows[part], with_channels=decoder, channels_at=self.clear_level
-            )
-            score[part], tail[part], clip[part] = out.score, out.tail_probability, out.clip_fraction
-            means[part] = out.channel_means
-            if out.rule is not None:
-                rule[part] = out.rule
-            if out.channel_error is not None:
-                errors[part] = out.channel_error
-        has = (score >= self.clear_level) if decoder else np.zeros(n, dtype=np.bool_)
-        return Scored(score, tail, clip, means, errors, has, rule)
+        """Score every window of the batch (thread-safe: touches only the model).
+
+        The one chunked scorer (`score_chunked`) in chunks of `score_batch_size`; windows
+        at or above the clear level also get per-channel errors (for alarm attribution),
+        decoded from the same forward pass.
+        """
+        windows = prepared.windows
+        n = windows.shape[0]
+        out = score_chunked(
+            self.bundle,
+            lambda index: windows[index[0] : index[-1] + 1],  # chunks are contiguous
+            n,
+            chunk=self.score_batch_size,
+            channels_at=self.clear_level,
+        )
+        errors = out.channel_error
+        if errors is None:
+            errors = np.zeros((n, self.n_inputs))
+            has = np.zeros(n, dtype=np.bool_)
+        else:
+            has = out.score >= self.clear_level
+        rule = out.rule if out.rule is not None else np.zeros(n, dtype=np.bool_)
+        return Scored(
+            out.score, out.tail_probability, out.clip_fraction, out.channel_means, errors, has, rule
+        )
 
     def finish(self, prepared: Prepared, scored: Scored) -> BatchResult:
         """Run the alarm machines over the scored windows; assemble the outputs."""
@@ -412,8 +356,8 @@ class StreamProcessor:
         top_share = np.zeros((n, TOP_K))
         hot = np.flatnonzero(scored.has_channels)
         if hot.size:
-            top_index[hot], top_share[hot] = rank_many(
-                scored.channel_error[hot], self.context.channel_reference, TOP_K
+            top_index[hot], top_share[hot] = top_channels(
+                scored.channel_error[hot], self.context.channel_reference
             )
         inputs = window_inputs(
             scored.channel_means, self._gate_index, self._flag_index, scored.rule
@@ -457,6 +401,8 @@ class StreamProcessor:
             top_index=top_index,
             top_share=top_share,
             threshold=thresholds,
+            model=self.bundle.name,
+            model_version=self.bundle.version,
         )
         return BatchResult(
             points=points,
@@ -476,11 +422,3 @@ class StreamProcessor:
         """All three steps in the calling thread (replay, tests)."""
         prepared = self.prepare(records)
         return self.finish(prepared, self.score(prepared))
-
-
-def group_by_partition(records: list[InputRecord]) -> dict[int, list[InputRecord]]:
-    """Records per partition, each list in offset order."""
-    out: dict[int, list[InputRecord]] = defaultdict(list)
-    for r in records:
-        out[r.partition].append(r)
-    return out

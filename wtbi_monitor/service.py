@@ -1,14 +1,19 @@
 """The daemon's main loop: fetch -> process -> deliver -> snapshot -> commit.
 
+Flow: source (ports.Source) -> processor (scoring.StreamProcessor) -> delivery
+(delivery.Delivery) -> sinks (ports.DatabaseSink, AlertSink, DeadLetterSink); then the
+state store and the commit.
+
 At-least-once input with idempotent outputs (docs/recovery.md):
 
 1. fetch a micro-batch (at most `max_batch_records`, waiting at most `max_wait_ms`);
 2. process it: decode/validate/window on the event loop, score in a worker thread, run
    the alarm machines;
-3. deliver: dead letters, then score and alarm points to the database, then alarm events
-   to the alert topic; each sink must acknowledge. Retryable failures (429, 5xx, lost
-   connections) pause the input and retry with exponential backoff while the consumer
-   keeps polling (so it stays in its group); memory holds one pending batch only;
+3. deliver (delivery.py, shared with replay): dead letters, then score points and alarm
+   events to the database, then alarm events to the alert feed; each sink must
+   acknowledge. Retryable failures (429, 5xx, lost connections) pause the input and retry
+   with exponential backoff while the consumer keeps polling (so it stays in its group);
+   memory holds one pending batch only;
 4. every `commit_interval_s`: save the snapshots of the turbines that changed, then
    commit the input offsets. A snapshot is never older than the committed offsets, and
    the processor skips records a snapshot already contains, so a crash anywhere gives the
@@ -33,13 +38,13 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from wtbi_monitor.codec import encode_alarm_event
-from wtbi_monitor.config import InfluxSettings, ServiceSettings
-from wtbi_monitor.errors import SinkError, SourceUnavailableError
+from wtbi_monitor.config import ServiceSettings
+from wtbi_monitor.delivery import Delivery, Outbox
+from wtbi_monitor.domain import InputRecord
+from wtbi_monitor.errors import SourceUnavailableError
 from wtbi_monitor.logs import get_logger, take_suppressed
-from wtbi_monitor.outputs import alarm_line, score_lines
-from wtbi_monitor.ports import DeadLetterSink, LineSink, MessageSink, Source, StateStore
-from wtbi_monitor.scoring import BatchResult, InputRecord, StreamProcessor
+from wtbi_monitor.ports import AlertSink, DatabaseSink, DeadLetterSink, Source, StateStore
+from wtbi_monitor.scoring import BatchResult, StreamProcessor
 from wtbi_monitor.telemetry import Health, ServiceMetrics
 
 log = get_logger(__name__)
@@ -47,19 +52,17 @@ log = get_logger(__name__)
 #: Consecutive failed commits after which the service reports not ready.
 COMMIT_FAILURES_UNREADY = 3
 
-#: Delivery steps of a batch, in order.
-_STEPS = ("dead_letters", "points", "alerts")
-
 
 @dataclass
 class _Pending:
-    result: BatchResult
-    lines: list[str]
-    alerts: list[tuple[bytes, bytes]]
-    step: int = 0
-    attempts: int = 0
+    """The one batch between processing and commit."""
+
+    outbox: Outbox
     revoked: set[int] = field(default_factory=set)  # partitions revoked while pending
-    fetched_at: float = field(default_factory=time.time)
+
+    @property
+    def result(self) -> BatchResult:
+        return self.outbox.result
 
 
 DeliveredHook = Callable[[BatchResult, float], None]
@@ -73,25 +76,28 @@ class Service:
         *,
         processor: StreamProcessor,
         source: Source,
-        lines: LineSink,
-        alerts: MessageSink,
+        database: DatabaseSink,
+        alerts: AlertSink,
         dead_letters: DeadLetterSink,
         state: StateStore,
         settings: ServiceSettings,
-        influx: InfluxSettings,
         metrics: ServiceMetrics | None = None,
         health: Health | None = None,
         on_delivered: DeliveredHook | None = None,
     ) -> None:
         self.processor = processor
         self.source = source
-        self.lines = lines
-        self.alerts = alerts
-        self.dead_letters = dead_letters
         self.state = state
         self.settings = settings
-        self.influx = influx
         self.metrics = metrics or ServiceMetrics()
+        self.delivery = Delivery(
+            database=database,
+            alerts=alerts,
+            dead_letters=dead_letters,
+            retry_initial_s=settings.retry_initial_s,
+            retry_max_s=settings.retry_max_s,
+            metrics=self.metrics,
+        )
         self.health = health or Health()
         self.on_delivered = on_delivered
         self._lock = asyncio.Lock()
@@ -103,10 +109,6 @@ class Service:
         self._dirty: set[str] = set()
         self._last_progress = time.monotonic()
         self._paused = False
-        self._retry_after: float | None = None
-        self._model = processor.bundle.name
-        self._model_version = processor.bundle.version
-        self._channels = processor.pre.channels
         self._commit_failures = 0
         self._next_commit = time.monotonic() + settings.commit_interval_s
         self._next_check = 0.0
@@ -211,16 +213,7 @@ class Service:
         self.metrics.inference_seconds.observe(inference)
         self.metrics.attributed.inc(int(scored.has_channels.sum()))
         result = self.processor.finish(prepared, scored)
-        lines = score_lines(
-            result.points,
-            self.influx.score_measurement,
-            self._model,
-            self._channels,
-            model_version=self._model_version,
-        )
-        lines += [alarm_line(e, self.influx.alarm_measurement, self._model) for e in result.events]
-        alerts = [(e.turbine_id.encode(), encode_alarm_event(e)) for e in result.events]
-        self._pending = _Pending(result, lines, alerts)
+        self._pending = _Pending(Outbox(result))
         log.info(
             "batch",
             records=result.records,
@@ -237,71 +230,15 @@ class Service:
         pending = self._pending
         if pending is None:
             return True
-        result = pending.result
-        try:
-            while pending.step < len(_STEPS):
-                step = _STEPS[pending.step]
-                if step == "dead_letters" and result.dead_letters:
-                    await self.dead_letters.publish(result.dead_letters)
-                elif step == "points" and pending.lines:
-                    refused = await self.lines.write(pending.lines)
-                    self.metrics.points_refused.inc(refused)
-                elif step == "alerts" and pending.alerts:
-                    await self.alerts.publish(pending.alerts)
-                pending.step += 1
-        except SinkError as exc:
-            pending.attempts += 1
-            sink = _STEPS[pending.step]
-            self.metrics.sink_errors.labels(
-                sink, "retryable" if exc.retryable else "permanent"
-            ).inc()
-            if not exc.retryable:
-                # Retrying a refusal for good would stall the input for ever (a poison
-                # pill): drop this step, say exactly what was dropped, go on.
-                self._drop_step(pending, sink, exc)
-                pending.step += 1
-                return await self._deliver()
+        if not await self.delivery.attempt(pending.outbox):
             self.health.sinks_ok = False
             if not self._paused:
                 self.source.pause()
                 self._paused = True
                 self.metrics.paused.set(1)
-            log.warning(
-                "sink_write_failed",
-                sink=sink,
-                attempt=pending.attempts,
-                error=str(exc),
-                retry_after_s=exc.retry_after_s,
-            )
-            self._retry_after = exc.retry_after_s
             return False
         self._finish_batch(pending)
         return True
-
-    def _drop_step(self, pending: _Pending, sink: str, exc: SinkError) -> None:
-        result = pending.result
-        count = {
-            "dead_letters": len(result.dead_letters),
-            "points": len(pending.lines),
-            "alerts": len(pending.alerts),
-        }[sink]
-        if exc.refused is not None:  # the sink delivered the others
-            count = min(count, exc.refused)
-        self.metrics.dropped.labels(sink).inc(count)
-        coordinates = (
-            [(d.record.partition, d.record.offset) for d in result.dead_letters[:20]]
-            if sink == "dead_letters"
-            else sorted(result.last_offsets.items())
-        )
-        log.error(
-            "sink_write_dropped",
-            sink=sink,
-            items=count,
-            error=str(exc)[:500],
-            records=coordinates,
-            detail="refused for good: not retried; (partition, offset) of the records "
-            "(for points and alerts: the batch's last offset per partition)",
-        )
 
     def _finish_batch(self, pending: _Pending) -> None:
         result = pending.result
@@ -340,7 +277,7 @@ class Service:
             self.source.resume()
             self._paused = False
             self.metrics.paused.set(0)
-            log.info("sinks_recovered", attempts=pending.attempts)
+            log.info("sinks_recovered", attempts=pending.outbox.attempts)
         self.health.sinks_ok = True
 
     async def _retry_pending(self) -> bool:
@@ -348,13 +285,7 @@ class Service:
             return await self._deliver()
 
     def _backoff(self) -> float:
-        pending = self._pending
-        attempts = pending.attempts if pending else 1
-        delay = min(
-            self.settings.retry_max_s, self.settings.retry_initial_s * 2.0 ** max(0, attempts - 1)
-        )
-        hinted = self._retry_after
-        return max(delay, hinted) if hinted else delay
+        return self.delivery.backoff(self._pending.outbox if self._pending else None)
 
     async def _idle_poll(self, stop: asyncio.Event) -> None:
         """Wait out the backoff while polling the (paused) consumer to stay in the group."""

@@ -25,13 +25,13 @@ import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from wtbi_devtools.localenv import LocalServers, start_all
 
 from tests.conftest import TINY_SETTINGS
+from wtbi_monitor.adapters.files import alarm_record, score_records
 from wtbi_monitor.adapters.kafka import ensure_topics, produce_readings
 from wtbi_monitor.codec import RecordDecoder
 from wtbi_monitor.config import Settings
-from wtbi_monitor.localenv import LocalServers, start_all
-from wtbi_monitor.outputs import alarm_record, score_records
 from wtbi_monitor.replay import frames_to_messages, replay_messages
 from wtbi_monitor.scoring import StreamProcessor
 
@@ -215,7 +215,7 @@ class Harness:
         out = Outputs()
         for result in replay_messages(processor, messages, batch_records=700):
             out.dead_letters += [d.reason for d in result.dead_letters]
-            for rec in score_records(result.points, bundle.name):
+            for rec in score_records(result.points):
                 out.scores[(rec["turbine_id"], rec["time_ms"])] = rec["score"]
             for event in result.events:
                 rec = alarm_record(event)

@@ -18,12 +18,12 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from wtbi_devtools.localenv import LocalServers, free_port, start_kafka, start_s3, stop_server
 
 from tests.integration.conftest import Harness, Outputs, wait_for
 from tests.integration.test_daemon import assert_same_outputs
 from wtbi_monitor.adapters.kafka import ensure_topics, produce_readings
 from wtbi_monitor.errors import Reason
-from wtbi_monitor.localenv import LocalServers, free_port, start_kafka, start_s3, stop_server
 
 pytestmark = pytest.mark.integration
 

@@ -19,9 +19,9 @@ from wtbi_monitor.adapters.kafka import (
     dead_letter_summary,
 )
 from wtbi_monitor.config import KafkaSettings
+from wtbi_monitor.domain import DeadLetterRecord, InputRecord
 from wtbi_monitor.errors import Reason, SinkError
 from wtbi_monitor.logs import RepeatFilter
-from wtbi_monitor.scoring import DeadLetterRecord, InputRecord
 
 
 class FakeProducer:

@@ -14,10 +14,11 @@ from tests.conftest import TINY_SETTINGS
 from wtbi_monitor.alarms import TurbineAlarm
 from wtbi_monitor.codec import RecordDecoder
 from wtbi_monitor.config import Settings
+from wtbi_monitor.domain import InputRecord
 from wtbi_monitor.errors import Reason
 from wtbi_monitor.preprocessing.stream import encode_array
 from wtbi_monitor.replay import frames_to_messages, replay_messages
-from wtbi_monitor.scoring import BatchResult, InputRecord, StreamProcessor
+from wtbi_monitor.scoring import BatchResult, StreamProcessor
 
 SETTINGS = Settings(**TINY_SETTINGS)
 
@@ -160,7 +161,7 @@ def test_snapshot_newer_than_the_commit_skips_what_it_contains(tiny_bundle, mess
 
 def _other_version(bundle):
     """The same model under another version (as if retrained): other alarm ids."""
-    manifest = {**bundle.manifest, "weights_sha256": "f" * 64}
+    manifest = bundle.manifest.model_copy(update={"weights_sha256": "f" * 64})
     return dataclasses.replace(bundle, manifest=manifest)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,12 +18,14 @@ import orjson
 import pytest
 
 from tests.conftest import TINY_SETTINGS
+from wtbi_monitor import delivery as delivery_module
 from wtbi_monitor import service as service_module
 from wtbi_monitor.codec import RecordDecoder
-from wtbi_monitor.config import InfluxSettings, ServiceSettings, Settings
+from wtbi_monitor.config import ServiceSettings, Settings
+from wtbi_monitor.domain import AlarmEvent, DeadLetterRecord, InputRecord, ScorePoints
 from wtbi_monitor.errors import Reason, SinkError
 from wtbi_monitor.replay import frames_to_messages
-from wtbi_monitor.scoring import BatchResult, DeadLetterRecord, InputRecord, StreamProcessor
+from wtbi_monitor.scoring import BatchResult, StreamProcessor
 from wtbi_monitor.service import Service
 
 SETTINGS = Settings(**TINY_SETTINGS)
@@ -199,15 +200,22 @@ class FakeSink:
         self.journal.append((self.name, list(payload)))
 
 
-class FakeLines(FakeSink):
-    async def write(self, lines: list[str]) -> int:
-        await self._call(lines)
+class FakeDatabase(FakeSink):
+    """Acknowledges (kind, key..., value) rows: one per score point, one per alarm event."""
+
+    async def write(self, points: ScorePoints, events: list[AlarmEvent]) -> int:
+        rows: list[tuple] = [
+            ("score", tid, int(t), float(v))
+            for tid, t, v in zip(points.turbine, points.time_ms, points.score, strict=True)
+        ]
+        rows += [("alarm", e.alarm_id, e.state.value) for e in events]
+        await self._call(rows)
         return 0
 
 
-class FakeMessages(FakeSink):
-    async def publish(self, messages: list[tuple[bytes, bytes]]) -> None:
-        await self._call(messages)
+class FakeAlerts(FakeSink):
+    async def publish(self, events: list[AlarmEvent]) -> None:
+        await self._call(events)
 
 
 class FakeDeadLetters(FakeSink):
@@ -263,6 +271,7 @@ class RecordingLog:
 def logs(monkeypatch) -> RecordingLog:
     recorder = RecordingLog()
     monkeypatch.setattr(service_module, "log", recorder)
+    monkeypatch.setattr(delivery_module, "log", recorder)
     return recorder
 
 
@@ -354,35 +363,19 @@ def reference(tiny_bundle, stream, threshold) -> Outputs:
     return ref
 
 
-_UNESCAPED_SPACE = re.compile(r"(?<!\\) ")
-
-
-def parse_line(line: str) -> tuple[str, dict[str, str], dict[str, str], int]:
-    head, fields, ts = _UNESCAPED_SPACE.split(line)
-    name, *tags = re.split(r"(?<!\\),", head)
-    return (
-        name,
-        dict(t.split("=", 1) for t in tags),
-        dict(f.split("=", 1) for f in fields.split(",")),
-        int(ts),
-    )
-
-
 def delivered(h: Harness) -> Outputs:
     """What the fake sinks acknowledged, in order (duplicates kept)."""
     points: dict[tuple[str, int], float] = {}
     point_keys, alarm_keys = [], []
-    for batch in h.lines.acked:
-        for line in batch:
-            name, tags, fields, ts = parse_line(line)
-            if name == h.influx.score_measurement:
-                key = (tags["turbine"], ts)
-                point_keys.append(key)
-                points[key] = float(fields["score"])
+    for batch in h.database.acked:
+        for kind, *row in batch:
+            if kind == "score":
+                tid, ts, score = row
+                point_keys.append((tid, ts))
+                points[tid, ts] = score
             else:
-                assert name == h.influx.alarm_measurement
-                alarm_keys.append((tags["alarm_id"], tags["state"]))
-    alerts = [event_key(orjson.loads(v)) for batch in h.alerts.acked for _, v in batch]
+                alarm_keys.append(tuple(row))
+    alerts = [event_key(e) for batch in h.alerts.acked for e in batch]
     dead = [(d.record.partition, d.record.offset, d.reason) for b in h.dead.acked for d in b]
     return Outputs(points, point_keys, alarm_keys, alerts, dead)
 
@@ -408,12 +401,11 @@ def assert_same_outputs(got: Outputs, want: Outputs, *, missing: set | None = No
 @dataclasses.dataclass
 class Harness:
     source: FakeSource
-    lines: FakeLines
-    alerts: FakeMessages
+    database: FakeDatabase
+    alerts: FakeAlerts
     dead: FakeDeadLetters
     state: FakeState
     service: Service
-    influx: InfluxSettings
     journal: list
     stop: asyncio.Event
     task: asyncio.Task | None = None
@@ -467,25 +459,23 @@ def make(tiny_bundle, stream, threshold):
     def build(**settings: Any) -> Harness:
         journal: list = []
         source = FakeSource(stream, journal)
-        lines = FakeLines("points", journal)
-        alerts = FakeMessages("alerts", journal)
+        database = FakeDatabase("points", journal)
+        alerts = FakeAlerts("alerts", journal)
         dead = FakeDeadLetters("dead_letters", journal)
         state = FakeState(journal)
-        influx = InfluxSettings()
         service = Service(
             processor=new_processor(tiny_bundle, threshold),
             source=source,
-            lines=lines,
+            database=database,
             alerts=alerts,
             dead_letters=dead,
             state=state,
             settings=ServiceSettings(**{**FAST, **settings}),
-            influx=influx,
             on_delivered=lambda result, _now: journal.append(
                 ("delivered", dict(result.last_offsets))
             ),
         )
-        h = Harness(source, lines, alerts, dead, state, service, influx, journal, asyncio.Event())
+        h = Harness(source, database, alerts, dead, state, service, journal, asyncio.Event())
 
         def probe() -> dict[str, Any]:
             last = source.fetched[-1] if source.fetched else []
@@ -500,7 +490,7 @@ def make(tiny_bundle, stream, threshold):
                 "batch_first": first,
             }
 
-        for sink in (lines, alerts, dead):
+        for sink in (database, alerts, dead):
             sink.probe = probe
         return h
 
@@ -541,7 +531,7 @@ async def test_offsets_are_committed_only_after_every_sink_acknowledged(
     make, stream, reference, failing
 ):
     h = make()
-    sink = {"dead_letters": h.dead, "points": h.lines, "alerts": h.alerts}[failing]
+    sink = {"dead_letters": h.dead, "points": h.database, "alerts": h.alerts}[failing]
     sink.fail(at=1, times=3)
     h.start()
     await h.run_to_end()
@@ -567,11 +557,11 @@ async def test_retryable_failures_pause_the_input_and_resume_without_loss_or_dup
 ):
     h = make()
     h.dead.fail(at=0, times=2)
-    h.lines.fail(at=2, times=3, retry_after_s=0.03)
+    h.database.fail(at=2, times=3, retry_after_s=0.03)
     h.alerts.fail(at=0, times=2)
     h.start()
     await h.run_to_end()
-    for sink in (h.dead, h.lines, h.alerts):
+    for sink in (h.dead, h.database, h.alerts):
         assert sink.failures, f"{sink.name} never failed"
         # a retry of a failed write: the input is paused and the health says why
         retries = [seen for _, error, seen in sink.calls if error is None and seen["paused"]]
@@ -606,25 +596,17 @@ async def test_retryable_failures_pause_the_input_and_resume_without_loss_or_dup
 
 async def test_a_permanent_failure_is_not_retried_and_the_service_goes_on(make, reference, logs):
     h = make()
-    h.lines.fail(at=2, retryable=False)
+    h.database.fail(at=2, retryable=False)
     h.start()
     await h.run_to_end()
-    ((lost, _error, _seen),) = h.lines.failures
+    ((lost, _error, _seen),) = h.database.failures
     # called once for that batch: the refused lines are never sent again
-    assert len(h.lines.calls) == len(h.lines.acked) + 1
-    assert all(payload != lost for payload, *_ in h.lines.calls[3:])
-    lost_points = {
-        (tags["turbine"], ts)
-        for name, tags, _, ts in map(parse_line, lost)
-        if name == h.influx.score_measurement
-    }
+    assert len(h.database.calls) == len(h.database.acked) + 1
+    assert all(payload != lost for payload, *_ in h.database.calls[3:])
+    lost_points = {(tid, ts) for kind, tid, ts, *_ in lost if kind == "score"}
     assert lost_points
     got = delivered(h)
-    lost_alarms = [
-        (tags["alarm_id"], tags["state"])
-        for name, tags, _, _ in map(parse_line, lost)
-        if name == h.influx.alarm_measurement
-    ]
+    lost_alarms = [(alarm_id, state) for kind, alarm_id, state, *_ in lost if kind == "alarm"]
     want = dataclasses.replace(
         reference, alarm_keys=[k for k in reference.alarm_keys if k not in lost_alarms]
     )
@@ -712,9 +694,7 @@ def points_before_first_commit(h: Harness) -> set[tuple[str, int]]:
     keys = set()
     for kind, item in h.journal[:first]:
         if kind == "points":
-            for name, tags, _, ts in map(parse_line, item):
-                if name == h.influx.score_measurement:
-                    keys.add((tags["turbine"], ts))
+            keys |= {(tid, ts) for kind, tid, ts, *_ in item if kind == "score"}
     return keys
 
 
@@ -756,14 +736,14 @@ async def test_the_watchdog_polls_the_source_check_and_is_unready_while_it_fails
 
 async def test_stop_delivers_the_pending_batch_and_commits_it(make, logs):
     h = make()
-    h.lines.fail(at=2, times=3, retry_after_s=0.05)
+    h.database.fail(at=2, times=3, retry_after_s=0.05)
     h.start()
-    await h.until(lambda: h.lines.failures, "the first failure")
+    await h.until(lambda: h.database.failures, "the first failure")
     pending = h.source.fetched[-1]
     h.stop.set()
     await h.finish()
-    assert len(h.lines.failures) == 3
-    assert h.lines.acked[-1] == h.lines.failures[0][0], "the pending batch was delivered"
+    assert len(h.database.failures) == 3
+    assert h.database.acked[-1] == h.database.failures[0][0], "the pending batch was delivered"
     last = {}
     for r in pending:
         last[r.partition] = r.offset + 1
@@ -776,9 +756,9 @@ async def test_stop_delivers_the_pending_batch_and_commits_it(make, logs):
 
 async def test_stop_with_a_sink_that_never_recovers_returns_without_committing_it(make, logs):
     h = make(shutdown_timeout_s=0.8)
-    h.lines.fail_forever(at=2)
+    h.database.fail_forever(at=2)
     h.start()
-    await h.until(lambda: h.lines.failures, "the first failure")
+    await h.until(lambda: h.database.failures, "the first failure")
     pending = h.source.fetched[-1]
     started = time.monotonic()
     h.stop.set()

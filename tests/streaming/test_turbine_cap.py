@@ -7,9 +7,10 @@ import orjson
 from tests.conftest import TINY_SETTINGS
 from wtbi_monitor.codec import RecordDecoder
 from wtbi_monitor.config import Settings
+from wtbi_monitor.domain import InputRecord
 from wtbi_monitor.errors import Reason
 from wtbi_monitor.replay import frames_to_messages
-from wtbi_monitor.scoring import InputRecord, StreamProcessor
+from wtbi_monitor.scoring import StreamProcessor
 
 SETTINGS = Settings(**TINY_SETTINGS)
 

@@ -1,5 +1,9 @@
 """InfluxDB-protocol sink (influxdb-client v2 write API), acknowledged writes only.
 
+The sink owns its format: it takes score points and alarm events (the database port,
+`ports.DatabaseSink`) and writes them as line protocol (`line_protocol.py`) under its own
+measurement names (`influx.score_measurement`, `influx.alarm_measurement`).
+
 influxdb-client's batching mode does not flush on close and can lose data silently
 (docs/pitfalls.md), so this sink uses the SYNCHRONOUS write API on explicit chunks of at
 most `batch_lines` lines, from a worker thread, with the client's own retries off. Each
@@ -20,11 +24,12 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
+from wtbi_monitor.adapters.line_protocol import lines_of
 from wtbi_monitor.config import InfluxSettings
+from wtbi_monitor.domain import AlarmEvent, DeadLetterRecord, InputRecord, ScorePoints
 from wtbi_monitor.errors import Reason, SinkError
 from wtbi_monitor.logs import get_logger
 from wtbi_monitor.ports import DeadLetterSink
-from wtbi_monitor.scoring import DeadLetterRecord, InputRecord
 
 log = get_logger(__name__)
 
@@ -71,7 +76,7 @@ def _pieces(lines: list[str], limit: int) -> list[bytes]:
 
 
 class InfluxSink:
-    """Writes line-protocol lines and waits for the database to acknowledge them.
+    """Writes score points and alarm events and waits for the database to acknowledge them.
 
     Args:
         settings: URL, token, org, bucket, batch size, timeout, gzip.
@@ -96,14 +101,18 @@ class InfluxSink:
             enable_gzip=settings.gzip,
         )
         self._write = self._client.write_api(write_options=SYNCHRONOUS)
-        self.rejected_lines = 0
 
     def close(self) -> None:
         """Release the HTTP pool."""
         self._write.close()  # type: ignore[no-untyped-call]
         self._client.close()  # type: ignore[no-untyped-call]
 
-    async def write(self, lines: list[str]) -> int:
+    async def write(self, points: ScorePoints, events: list[AlarmEvent]) -> int:
+        """Write the points and events; see `write_lines` (returns the lines refused)."""
+        score, alarm = self.settings.score_measurement, self.settings.alarm_measurement
+        return await self.write_lines(lines_of(points, events, score, alarm))
+
+    async def write_lines(self, lines: list[str]) -> int:
         """Write every line; raise `SinkError(retryable=True)` if the database is not there.
 
         Chunks rejected with a permanent 4xx are dead-lettered and counted, not retried;
@@ -118,7 +127,6 @@ class InfluxSink:
             except SinkError as exc:
                 if exc.retryable or self.dead_letters is None:
                     raise
-                self.rejected_lines += len(chunk)
                 rejected += len(chunk)
                 log.error("database_rejected_lines", lines=len(chunk), error=str(exc))  # noqa: TRY400 - expected, no traceback wanted
                 letters = [

@@ -36,11 +36,12 @@ from aiokafka.errors import (
 )
 from aiokafka.helpers import create_ssl_context
 
+from wtbi_monitor.codec import encode_alarm_event
 from wtbi_monitor.config import KafkaSettings
+from wtbi_monitor.domain import AlarmEvent, DeadLetterRecord, InputRecord
 from wtbi_monitor.errors import SinkError, SourceUnavailableError
 from wtbi_monitor.logs import get_logger
 from wtbi_monitor.ports import RebalanceHandler
-from wtbi_monitor.scoring import DeadLetterRecord, InputRecord
 
 log = get_logger(__name__)
 LOAD_TIMEOUT_S = 60.0
@@ -450,19 +451,25 @@ def dead_letter_summary(letter: DeadLetterRecord) -> bytes:
     )
 
 
-class AlertSink:
-    """`MessageSink` view of `KafkaOutputs` for alerts."""
+class KafkaAlertSink:
+    """The alert port (`ports.AlertSink`) on `KafkaOutputs`: owns the alert message format.
+
+    One message per alarm transition, keyed by turbine id, JSON as in docs/schemas.md
+    (`codec.encode_alarm_event`).
+    """
 
     def __init__(self, outputs: KafkaOutputs) -> None:
         self.outputs = outputs
 
-    async def publish(self, messages: list[tuple[bytes, bytes]]) -> None:
-        """Send alarm events."""
-        await self.outputs.publish_alerts(messages)
+    async def publish(self, events: list[AlarmEvent]) -> None:
+        """Send alarm events and wait for the acknowledgements."""
+        await self.outputs.publish_alerts(
+            [(e.turbine_id.encode(), encode_alarm_event(e)) for e in events]
+        )
 
 
 class DeadLetters:
-    """`DeadLetterSink` view of `KafkaOutputs`."""
+    """The dead-letter port (`ports.DeadLetterSink`) on `KafkaOutputs`."""
 
     def __init__(self, outputs: KafkaOutputs) -> None:
         self.outputs = outputs

@@ -1,6 +1,6 @@
-"""Output records of the daemon and of replay: InfluxDB line protocol and JSON lines.
+"""The database sink's format: score points and alarm events as InfluxDB line protocol.
 
-docs/schemas.md documents both with examples. Everything a dashboard needs is a numeric
+docs/schemas.md documents it with examples. Everything a dashboard needs is a numeric
 field or a tag (string fields are lost on some InfluxDB-protocol databases and are costly
 on InfluxDB itself). Every point has a deterministic identity (measurement, tags,
 timestamp), so writing it again after a restart overwrites it instead of duplicating it.
@@ -9,11 +9,8 @@ timestamp), so writing it again after a restart overwrites it instead of duplica
 from __future__ import annotations
 
 import math
-from typing import Any
 
-from wtbi_monitor.codec import alarm_event_to_dict
-from wtbi_monitor.domain import AlarmEvent, AlarmState
-from wtbi_monitor.scoring import TOP_K, ScorePoints
+from wtbi_monitor.domain import TOP_K, AlarmEvent, AlarmState, ScorePoints
 
 _TAG_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\\": "\\\\"})
 _MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "\\": "\\\\"})
@@ -33,26 +30,18 @@ def _float(value: float) -> str:
     return repr(float(value))  # shortest text that reads back as the same float
 
 
-def score_lines(
-    points: ScorePoints,
-    name: str,
-    model: str,
-    channels: tuple[str, ...],
-    *,
-    model_version: str | None = None,
-) -> list[str]:
+def score_lines(points: ScorePoints, name: str) -> list[str]:
     """One line per window: `<name>,model=..,model_version=..,turbine=.. score=..,... <ms>`.
 
     `model_version` (name@hash) keeps the series of two bundles with the same name apart;
-    without it (older callers) the tag is left out.
+    points without a version leave the tag out.
 
     Fields: score, threshold, tail_probability, clip_fraction, above (0/1) and, for windows
     whose per-channel errors were computed (score at or above the alarm's clear level),
     top1..top3 (channel index in the configured order) and top1_share..top3_share.
     """
-    del channels  # indices refer to the configured order; docs/schemas.md lists it
-    version = f",model_version={tag(model_version)}" if model_version else ""
-    head = f"{measurement(name)},model={tag(model)}{version},turbine="
+    version = f",model_version={tag(points.model_version)}" if points.model_version else ""
+    head = f"{measurement(name)},model={tag(points.model)}{version},turbine="
     lines = []
     thresholds = points.threshold.tolist()
     scores = points.score.tolist()
@@ -75,12 +64,12 @@ def score_lines(
     return lines
 
 
-def alarm_tags(event: AlarmEvent, model: str) -> dict[str, str]:
+def alarm_tags(event: AlarmEvent) -> dict[str, str]:
     """Tags of an alarm event point (sorted keys)."""
     tags = {
         "alarm_id": event.alarm_id,
         "evidence": event.evidence,
-        "model": model,
+        "model": event.model_name,
         "model_version": event.model_version,
         "severity": event.severity.value,
         "state": event.state.value,
@@ -106,9 +95,9 @@ def alarm_fields(event: AlarmEvent) -> dict[str, float | int]:
     return fields
 
 
-def alarm_line(event: AlarmEvent, name: str, model: str) -> str:
+def alarm_line(event: AlarmEvent, name: str) -> str:
     """One line per alarm transition, at the transition's window time."""
-    tags = ",".join(f"{k}={tag(v)}" for k, v in alarm_tags(event, model).items())
+    tags = ",".join(f"{k}={tag(v)}" for k, v in alarm_tags(event).items())
     fields = []
     for k, v in alarm_fields(event).items():
         if isinstance(v, int):
@@ -118,29 +107,10 @@ def alarm_line(event: AlarmEvent, name: str, model: str) -> str:
     return f"{measurement(name)},{tags} {','.join(fields)} {event.event_time_ms}"
 
 
-def score_records(points: ScorePoints, model: str) -> list[dict[str, Any]]:
-    """JSON-lines form of the score points (replay output)."""
-    out = []
-    tops = points.top_index.tolist()
-    shares = points.top_share.tolist()
-    for i, turbine in enumerate(points.turbine):
-        rec: dict[str, Any] = {
-            "type": "score",
-            "model": model,
-            "turbine_id": turbine,
-            "time_ms": int(points.time_ms[i]),
-            "score": float(points.score[i]),
-            "threshold": float(points.threshold[i]),
-            "tail_probability": float(points.tail_probability[i]),
-            "clip_fraction": float(points.clip_fraction[i]),
-            "above": bool(points.score[i] > points.threshold[i]),
-        }
-        if tops[i][0] >= 0:
-            rec["top"] = [[tops[i][k], shares[i][k]] for k in range(TOP_K) if tops[i][k] >= 0]
-        out.append(rec)
-    return out
-
-
-def alarm_record(event: AlarmEvent) -> dict[str, Any]:
-    """JSON-lines form of an alarm event (the alert-topic message plus a type)."""
-    return {"type": "alarm", **alarm_event_to_dict(event)}
+def lines_of(
+    points: ScorePoints, events: list[AlarmEvent], score_measurement: str, alarm_measurement: str
+) -> list[str]:
+    """Every line of one delivery: the score points, then the alarm transitions."""
+    return score_lines(points, score_measurement) + [
+        alarm_line(e, alarm_measurement) for e in events
+    ]

@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from wtbi_monitor.alarms import rank_many
+from wtbi_monitor.alarms import top_channels
 from wtbi_monitor.config import Settings
 from wtbi_monitor.data.synthetic import Episode
 from wtbi_monitor.data.wtbi import TurbineFrame
@@ -34,6 +34,7 @@ from wtbi_monitor.evaluation.protocols import (
     time_ordered_case,
 )
 from wtbi_monitor.evaluation.report import plot_roc, plot_timeline
+from wtbi_monitor.families import PAPER_VARIANT
 from wtbi_monitor.logs import get_logger
 from wtbi_monitor.model import Bundle
 from wtbi_monitor.preprocessing.derived import SOURCES as DERIVED_SOURCES
@@ -67,9 +68,9 @@ class Cell:
         return self.member + (" (tuned)" if self.tuned else "")
 
 
-#: The paper's variant of a member ("iae_lstm_kl:soft@paper"): its score, model selection
-#: and input clipping as the paper has them (configs/paper.toml), on the same inputs.
-PAPER_VARIANT = "@paper"
+#: What the paper's variant of a member (`PAPER_VARIANT`, "iae_lstm_kl:soft@paper") changes:
+#: its score, model selection and input clipping as the paper has them (configs/paper.toml),
+#: on the same inputs.
 PAPER_SETTINGS: dict[str, dict[str, Any]] = {
     "model": {"score": "paper", "physics_weight": 0.0},
     "training": {"early_stopping": "loss", "scale_margin": 0.0},
@@ -233,7 +234,7 @@ def attribution_hit_rate(
     times = test.time_ms[flagged]
     turbines = test.turbine[flagged]
     # The product's one channel ranking: excess over the normal median (alarms.py).
-    top, _ = rank_many(out.channel_error, bundle.detector.channel_reference_, 3)
+    top, _ = top_channels(out.channel_error, bundle.detector.channel_reference_)
     hits1, hits3, chance = [], [], []
     n = len(channels)
     for i in range(flagged.size):

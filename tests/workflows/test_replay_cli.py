@@ -1,0 +1,61 @@
+"""`wtbi-monitor replay --out`: the daemon's processing and delivery onto a JSON-lines file."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import orjson
+
+from tests.conftest import TINY_SETTINGS
+from wtbi_monitor.adapters.files import alarm_record, score_records
+from wtbi_monitor.cli import build_processor, main
+from wtbi_monitor.config import Settings
+from wtbi_monitor.data.wtbi import read_farm, write_turbine
+from wtbi_monitor.replay import frames_to_messages, replay_messages
+
+HOURS = 3.0
+
+
+def test_replay_to_a_file_gives_the_processors_records_in_order(
+    tiny_farm, tiny_bundle, tmp_path, monkeypatch, capsys
+):
+    data = tmp_path / "farm"
+    for frame in tiny_farm:
+        start = int(frame.times_ms[0])
+        write_turbine(
+            data, frame.slice_time(start, start + int(HOURS * 3_600_000)), failure=[], normal=[]
+        )
+    sections = {**{k: v for k, v in TINY_SETTINGS.items() if k != "training"}}
+    sections["service"] = {"bundle": str(tiny_bundle.path), "max_batch_records": 400}
+    sections["model"] = {"preset": "small", "threshold_override": 0.0}  # alarms guaranteed
+    for section, values in sections.items():
+        for key, value in values.items():
+            text = json.dumps(value) if isinstance(value, (list, tuple, bool)) else str(value)
+            monkeypatch.setenv(f"WTBI_{section.upper()}__{key.upper()}", text)
+    out = tmp_path / "out" / "replay.jsonl"
+
+    assert main(["replay", "--data", str(data), "--out", str(out)]) == 0
+
+    settings = Settings(**sections)
+    channels = settings.preprocessing.channels
+    messages = frames_to_messages(read_farm(data, channels), channels)
+    want: list[dict] = []
+    rejected = 0
+    for result in replay_messages(build_processor(settings), messages, batch_records=400):
+        want += score_records(result.points)
+        want += [alarm_record(e) for e in result.events]
+        rejected += len(result.dead_letters)
+    got = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert got == want  # same records, same order: batch by batch, scores then alarms
+    assert {r["type"] for r in got} == {"score", "alarm"}
+    assert {r["model"] for r in got if r["type"] == "score"} == {tiny_bundle.name}
+    printed = re.search(
+        r"replayed ([\d,]+) readings: ([\d,]+) windows .* (\d+) alarm events, (\d+) rejected",
+        capsys.readouterr().out,
+    )
+    assert printed is not None
+    assert int(printed[1].replace(",", "")) == len(messages)
+    assert int(printed[2].replace(",", "")) == sum(r["type"] == "score" for r in got)
+    assert int(printed[3]) == sum(r["type"] == "alarm" for r in got)
+    assert int(printed[4]) == rejected
