@@ -442,6 +442,14 @@ class KafkaSettings(_Section):
     session_timeout_ms: int = Field(default=10_000, ge=1000, description="group session timeout")
     heartbeat_interval_ms: int = Field(default=3_000, ge=100, description="group heartbeat")
     max_poll_interval_ms: int = Field(default=300_000, ge=1000, description="see pitfalls")
+    fetch_max_wait_ms: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="longest the broker may hold a fetch without new data; a broker that "
+        "does not answer as soon as records arrive adds up to this much latency "
+        "(aiokafka's default is 500)",
+    )
     auto_offset_reset: Literal["earliest", "latest"] = Field(
         default="earliest", description="where a new group starts"
     )

@@ -48,7 +48,7 @@ from wtbi_monitor.domain import (
     ScorePoints,
     WindowScore,
 )
-from wtbi_monitor.errors import Reason, RecordError
+from wtbi_monitor.errors import Reason
 from wtbi_monitor.logs import get_logger
 from wtbi_monitor.model import Bundle
 from wtbi_monitor.model.bundle import score_chunked
@@ -115,9 +115,9 @@ class _Turbine:
 
 @dataclass
 class _Pending:
-    times: list[int] = field(default_factory=list)
-    values: list[NDArray[np.float64]] = field(default_factory=list)
-    groups: list[int] = field(default_factory=list)
+    """One turbine's accepted readings of a batch, as rows of the decoded batch."""
+
+    rows: list[int] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
     partition: int = 0
     last_time: int | None = None
@@ -242,18 +242,24 @@ class StreamProcessor:
         skipped = 0
         new_turbines = 0  # ids of this batch not tracked yet
         oldest: int | None = None
-        for rec in records:
+        batch = self.decoder.decode_batch([(r.value, r.key) for r in records])
+        errors = batch.errors
+        row_of = dict(zip(batch.record, range(len(batch.record)), strict=True))
+        times_of = batch.time_ms.tolist()
+        for i, rec in enumerate(records):
             last_offsets[rec.partition] = max(rec.offset, last_offsets.get(rec.partition, -1))
-            try:
-                reading = self.decoder.decode(rec.value, rec.key)
-            except RecordError as exc:
+            row = row_of.get(i)
+            if row is None:
+                exc = errors[i]
                 dead.append(DeadLetterRecord(rec, exc.reason, exc.detail))
                 continue
-            known = self.turbines.get(reading.turbine_id)
+            turbine_id = batch.turbine[row]
+            time_ms = times_of[row]
+            known = self.turbines.get(turbine_id)
             if (
                 known is None
                 and self.max_turbines is not None
-                and reading.turbine_id not in pending
+                and turbine_id not in pending
                 and len(self.turbines) + new_turbines >= self.max_turbines
             ):
                 detail = f"already tracking {self.max_turbines} turbines (service.max_turbines)"
@@ -266,25 +272,19 @@ class StreamProcessor:
             ):
                 skipped += 1  # already inside a restored snapshot
                 continue
-            p = pending.get(reading.turbine_id)
+            p = pending.get(turbine_id)
             if p is None:
                 p = _Pending(partition=rec.partition)
-                pending[reading.turbine_id] = p
+                pending[turbine_id] = p
                 new_turbines += known is None
                 p.last_time = known.stream.last_time_ms if known is not None else None
-            if p.last_time is not None and reading.time_ms <= p.last_time:
-                reason = (
-                    Reason.DUPLICATE_TIME if reading.time_ms == p.last_time else Reason.OUT_OF_ORDER
-                )
-                detail = (
-                    f"time {reading.time_ms} ms is not after the turbine's last {p.last_time} ms"
-                )
+            if p.last_time is not None and time_ms <= p.last_time:
+                reason = Reason.DUPLICATE_TIME if time_ms == p.last_time else Reason.OUT_OF_ORDER
+                detail = f"time {time_ms} ms is not after the turbine's last {p.last_time} ms"
                 dead.append(DeadLetterRecord(rec, reason, detail))
                 continue
-            p.last_time = reading.time_ms
-            p.times.append(reading.time_ms)
-            p.values.append(reading.values)
-            p.groups.append(-1 if reading.group is None else reading.group)
+            p.last_time = time_ms
+            p.rows.append(row)
             p.offsets.append(rec.offset)
             if rec.timestamp_ms and (oldest is None or rec.timestamp_ms < oldest):
                 oldest = rec.timestamp_ms
@@ -293,16 +293,17 @@ class StreamProcessor:
         windows: list[NDArray[np.float64]] = []
         readings = 0
         for tid, p in pending.items():
-            if not p.times:  # every reading of this turbine in the batch was rejected
+            if not p.rows:  # every reading of this turbine in the batch was rejected
                 continue
             t = self._turbine(tid, p.partition)
+            rows = np.asarray(p.rows, dtype=np.intp)
             out = t.stream.push_many(
-                np.asarray(p.times, dtype=np.int64),
-                self.derived.apply(tid, np.stack(p.values)),
-                np.asarray(p.groups, dtype=np.int64),
+                batch.time_ms[rows],
+                self.derived.apply(tid, batch.values[rows]),
+                batch.group[rows],
             )
             t.offset = p.offsets[-1]
-            readings += len(p.times)
+            readings += len(p.rows)
             if len(out):
                 turbines.extend([tid] * len(out))
                 times.append(out.time_ms)
@@ -313,7 +314,7 @@ class StreamProcessor:
             time_ms=np.concatenate(times) if times else np.empty(0, np.int64),
             windows=np.concatenate(windows) if windows else np.empty((0, ln, c)),
             dead_letters=dead,
-            touched={tid for tid, p in pending.items() if p.times},
+            touched={tid for tid, p in pending.items() if p.rows},
             last_offsets=last_offsets,
             records=len(records),
             readings=readings,

@@ -52,37 +52,37 @@ def test_encode_decode_round_trip_is_exact():
         np.testing.assert_array_equal(r.values, values)
 
 
-@pytest.mark.parametrize(
-    ("payload", "key", "expected"),
-    [
-        (None, None, Reason.MALFORMED_JSON),
-        (b"{not json", None, Reason.MALFORMED_JSON),
-        (b"[1, 2]", None, Reason.NOT_AN_OBJECT),
-        (orjson.dumps({"turbine_id": "T1", "values": {}}), None, Reason.MISSING_FIELD),
-        (msg(schema=7), None, Reason.BAD_SCHEMA),
-        (msg(turbine_id=""), None, Reason.BAD_TURBINE_ID),
-        (msg(turbine_id="T\n1"), None, Reason.BAD_TURBINE_ID),
-        (msg(), b"T2", Reason.KEY_MISMATCH),
-        (msg(time="yesterday"), None, Reason.BAD_TIME),
-        (msg(time=True), None, Reason.BAD_TIME),
-        (msg(time=int(NOW_S * 1000) + 120_000), None, Reason.FUTURE_TIME),
-        (msg(values={"a": 1, "b": 2}), None, Reason.MISSING_CHANNELS),
-        (msg(values={"a": 1, "b": 2, "c": 3, "d": 4}), None, Reason.UNKNOWN_CHANNELS),
-        (msg(schema=2, values=[1, 2]), None, Reason.WRONG_LENGTH),
-        (msg(values={"a": "1", "b": 2, "c": 3}), None, Reason.BAD_VALUE_TYPE),
-        (msg(values={"a": True, "b": 2, "c": 3}), None, Reason.BAD_VALUE_TYPE),
-        (msg(values={"a": None, "b": 2, "c": 3}), None, Reason.BAD_VALUE_TYPE),
-        (
-            json.dumps(
-                {"turbine_id": "T1", "time": 1, "values": {"a": float("nan"), "b": 1, "c": 1}}
-            ).encode(),
-            None,
-            Reason.NON_FINITE,
-        ),
-        (msg(group="x"), None, Reason.BAD_GROUP),
-        (b"{" + b" " * 500 + b"}", None, Reason.TOO_LARGE),
-    ],
-)
+BAD_RECORDS = [
+    (None, None, Reason.MALFORMED_JSON),
+    (b"{not json", None, Reason.MALFORMED_JSON),
+    (b"[1, 2]", None, Reason.NOT_AN_OBJECT),
+    (orjson.dumps({"turbine_id": "T1", "values": {}}), None, Reason.MISSING_FIELD),
+    (msg(schema=7), None, Reason.BAD_SCHEMA),
+    (msg(turbine_id=""), None, Reason.BAD_TURBINE_ID),
+    (msg(turbine_id="T\n1"), None, Reason.BAD_TURBINE_ID),
+    (msg(), b"T2", Reason.KEY_MISMATCH),
+    (msg(time="yesterday"), None, Reason.BAD_TIME),
+    (msg(time=True), None, Reason.BAD_TIME),
+    (msg(time=int(NOW_S * 1000) + 120_000), None, Reason.FUTURE_TIME),
+    (msg(values={"a": 1, "b": 2}), None, Reason.MISSING_CHANNELS),
+    (msg(values={"a": 1, "b": 2, "c": 3, "d": 4}), None, Reason.UNKNOWN_CHANNELS),
+    (msg(schema=2, values=[1, 2]), None, Reason.WRONG_LENGTH),
+    (msg(values={"a": "1", "b": 2, "c": 3}), None, Reason.BAD_VALUE_TYPE),
+    (msg(values={"a": True, "b": 2, "c": 3}), None, Reason.BAD_VALUE_TYPE),
+    (msg(values={"a": None, "b": 2, "c": 3}), None, Reason.BAD_VALUE_TYPE),
+    (
+        json.dumps(
+            {"turbine_id": "T1", "time": 1, "values": {"a": float("nan"), "b": 1, "c": 1}}
+        ).encode(),
+        None,
+        Reason.NON_FINITE,
+    ),
+    (msg(group="x"), None, Reason.BAD_GROUP),
+    (b"{" + b" " * 500 + b"}", None, Reason.TOO_LARGE),
+]
+
+
+@pytest.mark.parametrize(("payload", "key", "expected"), BAD_RECORDS)
 def test_each_bad_record_has_its_reason(payload, key, expected):
     assert reason(payload, key) == expected
 
@@ -99,3 +99,59 @@ def test_finiteness_check_is_exact_at_the_edges_of_the_float_range():
     bad_type = msg(values={"a": 1.0, "b": True, "c": 2.0})
     with pytest.raises(RecordError, match="b is bool"):
         dec.decode(bad_type, b"T1")
+
+
+def test_batch_decoding_gives_every_verdict_of_one_by_one_decoding():
+    """decode_batch (the daemon's path) == decode per message: readings, reasons, details."""
+    ranged = RecordDecoder(
+        CH, max_bytes=400, max_future_s=60, clock=lambda: NOW_S, valid_ranges={"b": (0.0, 10.0)}
+    )
+    good = [
+        (msg(), b"T1"),
+        (msg(schema=2, values=[1, 2.5, -3], group=3), None),
+        (msg(time="2020-09-13T12:26:40.5"), b"T1"),
+        (msg(time=1_600_000_000_000.4, turbine_id="T2", values={"c": 1, "b": 2, "a": 3}), None),
+        (  # an integer beyond the float range
+            json.dumps(
+                {"turbine_id": "T1", "time": 1, "values": {"a": 10**400, "b": 1, "c": 1}}
+            ).encode(),
+            None,
+        ),
+        (msg(values={"a": 1e308, "b": 1, "c": 1e308}), None),  # a sum that overflows
+    ]
+    out_of_range = [(msg(values={"a": 1, "b": 11.0, "c": 3}), None)]
+    messages = [(p, k) for p, k, _ in BAD_RECORDS] + good + out_of_range
+    order = np.random.default_rng(0).permutation(len(messages))
+    messages = [messages[i] for i in order]
+
+    batch = ranged.decode_batch(messages)
+
+    decoded = dict(zip(batch.record, range(len(batch.record)), strict=True))
+    assert set(decoded) | set(batch.errors) == set(range(len(messages)))
+    assert not set(decoded) & set(batch.errors)
+    assert batch.record == sorted(batch.record)  # batch order kept
+    for i, (payload, key) in enumerate(messages):
+        try:
+            one = ranged.decode(payload, key)
+        except RecordError as exc:
+            verdict = (exc.reason, exc.detail)
+        else:
+            verdict = None
+        if verdict is not None:
+            assert i in batch.errors, f"message {i} should be rejected: {verdict}"
+            assert (batch.errors[i].reason, batch.errors[i].detail) == verdict
+            continue
+        row = decoded[i]
+        assert batch.turbine[row] == one.turbine_id
+        assert batch.time_ms[row] == one.time_ms
+        np.testing.assert_array_equal(batch.values[row], one.values)
+        assert batch.group[row] == (-1 if one.group is None else one.group)
+    assert len(batch.record) == 5  # all good ones but the integer beyond the float range
+    assert Reason.OUT_OF_RANGE in {e.reason for e in batch.errors.values()}
+
+
+def test_an_empty_batch_decodes_to_nothing():
+    batch = dec.decode_batch([])
+    assert batch.record == []
+    assert batch.values.shape == (0, len(CH))
+    assert batch.errors == {}

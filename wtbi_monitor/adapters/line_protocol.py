@@ -43,24 +43,32 @@ def score_lines(points: ScorePoints, name: str) -> list[str]:
     version = f",model_version={tag(points.model_version)}" if points.model_version else ""
     head = f"{measurement(name)},model={tag(points.model)}{version},turbine="
     lines = []
-    thresholds = points.threshold.tolist()
-    scores = points.score.tolist()
-    tails = points.tail_probability.tolist()
-    clips = points.clip_fraction.tolist()
-    times = points.time_ms.tolist()
+    heads: dict[str, str] = {}  # per turbine: the escaped series key, made once
     tops = points.top_index.tolist()
     shares = points.top_share.tolist()
-    for i, turbine in enumerate(points.turbine):
-        s, thr = scores[i], thresholds[i]
+    for turbine, time_ms, s, thr, tail, clip, top, share in zip(
+        points.turbine,
+        points.time_ms.tolist(),
+        points.score.tolist(),
+        points.threshold.tolist(),
+        points.tail_probability.tolist(),
+        points.clip_fraction.tolist(),
+        tops,
+        shares,
+        strict=True,
+    ):
+        series = heads.get(turbine)
+        if series is None:
+            series = heads[turbine] = f"{head}{tag(turbine)} "
         fields = (
-            f"score={s!r},threshold={thr!r},tail_probability={tails[i]!r},"
-            f"clip_fraction={clips[i]!r},above={1 if s > thr else 0}i"
+            f"score={s!r},threshold={thr!r},tail_probability={tail!r},"
+            f"clip_fraction={clip!r},above={1 if s > thr else 0}i"
         )
-        if tops[i][0] >= 0:
+        if top[0] >= 0:
             for k in range(TOP_K):
-                if tops[i][k] >= 0:
-                    fields += f",top{k + 1}={tops[i][k]}i,top{k + 1}_share={shares[i][k]!r}"
-        lines.append(f"{head}{tag(turbine)} {fields} {times[i]}")
+                if top[k] >= 0:
+                    fields += f",top{k + 1}={top[k]}i,top{k + 1}_share={share[k]!r}"
+        lines.append(f"{series}{fields} {time_ms}")
     return lines
 
 
