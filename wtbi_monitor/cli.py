@@ -58,7 +58,7 @@ from wtbi_monitor.model import FAMILIES, Bundle, load_bundle, resolve_device, sa
 from wtbi_monitor.model.bundle import score_chunked
 from wtbi_monitor.model.trainer import EpochRecord, ProgressCallback
 from wtbi_monitor.ports import AlertSink, DatabaseSink, DeadLetterSink
-from wtbi_monitor.replay import frames_to_messages, replay_messages
+from wtbi_monitor.replay import frames_to_messages, replay_frames, replay_messages
 from wtbi_monitor.scoring import BatchResult, StreamProcessor
 from wtbi_monitor.service import Service
 from wtbi_monitor.telemetry import Health, ServiceMetrics
@@ -261,6 +261,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             device=device,
             expected=settings.preprocessing,
             threshold_override=settings.model.threshold_override,
+            precision=settings.model.precision,
+            cuda_graphs=settings.model.cuda_graphs,
         )
         for b in args.bundle or []
     ]
@@ -345,6 +347,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         device=resolve_device(settings.model.device),
         expected=settings.preprocessing,
         threshold_override=settings.model.threshold_override,
+        precision=settings.model.precision,
+        cuda_graphs=settings.model.cuda_graphs,
     )
     frames = _read(args.data, settings)
     windows = build_windows(frames, settings.preprocessing, derived=bundle.derived)
@@ -410,6 +414,8 @@ def build_processor(settings: Settings) -> StreamProcessor:
         device=resolve_device(settings.model.device),
         expected=settings.preprocessing,
         threshold_override=settings.model.threshold_override,
+        precision=settings.model.precision,
+        cuda_graphs=settings.model.cuda_graphs,
     )
     decoder = RecordDecoder(
         bundle.source_channels,
@@ -524,8 +530,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     settings = _settings(args, _SERVICE_FLAGS)
     processor = build_processor(settings)
     frames = _read(args.data, settings)
-    messages = frames_to_messages(frames, processor.bundle.source_channels)
-    results = replay_messages(processor, messages, batch_records=settings.service.max_batch_records)
+    readings = sum(len(f) for f in frames)
+    results: Iterable[BatchResult]
+    if args.messages:  # the daemon's exact input path: JSON messages, micro-batches
+        messages = frames_to_messages(frames, processor.bundle.source_channels)
+        batch = settings.service.max_batch_records
+        results = replay_messages(processor, messages, batch_records=batch)
+    else:
+        results = replay_frames(processor, frames)
     if args.to_sinks:
         totals = asyncio.run(_replay_to_sinks(settings, results))
         where = "the database, the alert topic and the dead-letter topic"
@@ -536,7 +548,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             totals = asyncio.run(_deliver_all(delivery, results, settings))
         where = str(args.out)
     print(
-        f"replayed {len(messages):,} readings: {totals.windows:,} windows ({totals.outside:,} "
+        f"replayed {readings:,} readings: {totals.windows:,} windows ({totals.outside:,} "
         f"outside the training data's range), {totals.events} alarm events, "
         f"{totals.rejected} rejected; wrote {where}"
     )
@@ -729,6 +741,12 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--out", type=Path, help="JSON lines of score points and alarm events")
     group.add_argument("--to-sinks", action="store_true", help="write to the database and topics")
+    p.add_argument(
+        "--messages",
+        action="store_true",
+        help="encode every reading as a Kafka message and decode it again, in the daemon's "
+        "micro-batches (its exact input path; slower, same outputs)",
+    )
     _add_service_flags(p)
     p.set_defaults(func=cmd_replay)
 

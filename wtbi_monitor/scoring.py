@@ -322,6 +322,46 @@ class StreamProcessor:
             oldest_timestamp_ms=oldest,
         )
 
+    def prepare_readings(
+        self,
+        turbine_id: str,
+        time_ms: NDArray[np.int64],
+        values: NDArray[np.float64],
+        groups: NDArray[np.int64],
+        *,
+        last_offset: int,
+        dead_letters: list[DeadLetterRecord] | None = None,
+    ) -> Prepared:
+        """`prepare` for one turbine's readings given as arrays (a file replay's fast path).
+
+        The readings must be ones the decoder accepts (the caller sends the others to
+        `dead_letters`), in the channel order of the decoder, strictly increasing in time
+        and after the turbine's last reading. `groups` holds -1 where a reading has none,
+        as in a decoded batch. The records of the batch are the readings plus the dead
+        letters; `last_offset` is the input offset of the batch's last record.
+        """
+        dead = dead_letters or []
+        k = int(time_ms.shape[0])
+        c, ln = self.n_inputs, self.pre.window_length
+        times, windows = np.empty(0, np.int64), np.empty((0, ln, c))
+        if k:
+            t = self._turbine(turbine_id, 0)
+            out = t.stream.push_many(time_ms, self.derived.apply(turbine_id, values), groups)
+            t.offset = last_offset
+            times, windows = out.time_ms, out.values
+        return Prepared(
+            turbines=[turbine_id] * int(times.shape[0]),
+            time_ms=times,
+            windows=windows,
+            dead_letters=dead,
+            touched={turbine_id} if k else set(),
+            last_offsets={0: last_offset},
+            records=k + len(dead),
+            readings=k,
+            skipped=0,
+            oldest_timestamp_ms=None,
+        )
+
     def score(self, prepared: Prepared) -> Scored:
         """Score every window of the batch (thread-safe: touches only the model).
 

@@ -17,7 +17,7 @@ from wtbi_monitor.config import Settings
 from wtbi_monitor.domain import InputRecord
 from wtbi_monitor.errors import Reason
 from wtbi_monitor.preprocessing.stream import encode_array
-from wtbi_monitor.replay import frames_to_messages, replay_messages
+from wtbi_monitor.replay import frames_to_messages, merge_offsets, replay_frames, replay_messages
 from wtbi_monitor.scoring import BatchResult, StreamProcessor
 
 SETTINGS = Settings(**TINY_SETTINGS)
@@ -34,7 +34,14 @@ def messages(tiny_farm):
     return MESSAGES[0]
 
 
-def decoder(bundle) -> RecordDecoder:
+def decoder(bundle, clock=None) -> RecordDecoder:
+    if clock is not None:  # "now" inside the data: later readings are in the future
+        return RecordDecoder(
+            bundle.source_channels,
+            max_future_s=60,
+            valid_ranges=SETTINGS.preprocessing.valid_ranges,
+            clock=clock,
+        )
     return RecordDecoder(
         bundle.source_channels, max_future_s=1e12, valid_ranges=SETTINGS.preprocessing.valid_ranges
     )
@@ -52,7 +59,7 @@ def stream_scores(bundle, messages) -> np.ndarray:
     return _STREAM_SCORES[bundle.version]
 
 
-def processor(bundle, quantile: float = 0.8, messages=None) -> StreamProcessor:
+def processor(bundle, quantile: float = 0.8, messages=None, clock=None) -> StreamProcessor:
     # A threshold at a quantile of the test stream's own scores: alarms are certain, so the
     # comparisons below always cover raised AND cleared alarm events, whatever the tiny
     # model learned.
@@ -61,7 +68,7 @@ def processor(bundle, quantile: float = 0.8, messages=None) -> StreamProcessor:
         dataclasses.replace(bundle, threshold_override=low),
         SETTINGS.preprocessing,
         SETTINGS.alarm,
-        decoder(bundle),
+        decoder(bundle, clock),
         256,
     )
 
@@ -120,6 +127,81 @@ def test_outputs_do_not_depend_on_batch_size(tiny_bundle, messages):
     assert len(a[0]) > 1000
     assert {"raised", "cleared"} <= {e[1] for e in a[1]}, "the comparison must cover alarms"
     assert_same_outputs(b, a)
+
+
+def first_hours(farm, hours: float) -> list:
+    return [f.slice_time(None, int(f.times_ms[0]) + int(hours * 3_600_000)) for f in farm]
+
+
+def dead_letters(results: list[BatchResult]) -> list[tuple]:
+    rows = [
+        (d.record.offset, d.record.key, d.record.value, d.reason, d.detail)
+        for r in results
+        for d in r.dead_letters
+    ]
+    return sorted(rows, key=lambda row: row[0])
+
+
+@pytest.mark.parametrize("future", [False, True])
+def test_the_fast_replay_gives_the_message_paths_outputs(tiny_bundle, tiny_farm, future):
+    """Arrays straight into the processor, in chunks: the same windows, scores, alarms and
+    dead letters (offsets, payloads, reasons, details) as messages in micro-batches."""
+    frames = first_hours(tiny_farm, 3.0)
+    messages = frames_to_messages(frames, SETTINGS.preprocessing.channels)
+    # "now" two hours in: the decoder rejects the last hour as future readings
+    now_s = (int(frames[0].times_ms[0]) + 2 * 3_600_000) / 1000 if future else None
+    clock = None if now_s is None else (lambda: now_s)
+    slow = list(
+        replay_messages(
+            processor(tiny_bundle, messages=messages, clock=clock), messages, batch_records=500
+        )
+    )
+    fast = list(
+        replay_frames(processor(tiny_bundle, messages=messages, clock=clock), frames, chunk=700)
+    )
+    assert len(fast) > len(frames), "several chunks per turbine"
+    assert_same_outputs(collect(fast), collect(slow))
+    want = dead_letters(slow)
+    reasons = {row[3] for row in want}
+    assert Reason.OUT_OF_RANGE in reasons, "the data must hold sensor faults"
+    assert (Reason.FUTURE_TIME in reasons) == future
+    assert dead_letters(fast) == want
+    for field_name in ("records", "readings", "skipped"):
+        assert sum(getattr(r, field_name) for r in fast) == sum(
+            getattr(r, field_name) for r in slow
+        )
+
+
+def test_merge_offsets_are_the_message_order(tiny_farm):
+    frames = first_hours(tiny_farm, 1.0)
+    messages = frames_to_messages(frames, SETTINGS.preprocessing.channels)
+    for frame, offsets in zip(frames, merge_offsets(frames), strict=True):
+        got = [messages[k][:2] for k in offsets.tolist()]
+        assert got == [(int(t), frame.turbine_id) for t in frame.times_ms]
+
+
+def test_the_fast_replay_refuses_a_processor_that_tracks_the_turbines(tiny_bundle, tiny_farm):
+    frames = first_hours(tiny_farm, 1.0)
+    messages = frames_to_messages(frames, SETTINGS.preprocessing.channels)
+    proc = processor(tiny_bundle, messages=messages)
+    list(replay_frames(proc, frames))
+    with pytest.raises(ValueError, match="without its state"):
+        list(replay_frames(proc, frames))
+
+
+def test_the_fast_replay_of_a_farm_over_the_turbine_cap_uses_the_message_path(
+    tiny_bundle, tiny_farm
+):
+    frames = first_hours(tiny_farm, 1.0)
+    messages = frames_to_messages(frames, SETTINGS.preprocessing.channels)
+    capped = [processor(tiny_bundle, messages=messages) for _ in range(2)]
+    for proc in capped:
+        proc.max_turbines = 1
+    fast = list(replay_frames(capped[0], frames, chunk=500))
+    slow = list(replay_messages(capped[1], messages, batch_records=500))
+    assert Reason.TOO_MANY_TURBINES in {row[3] for row in dead_letters(slow)}
+    assert dead_letters(fast) == dead_letters(slow)
+    assert_same_outputs(collect(fast), collect(slow))
 
 
 @pytest.mark.parametrize("cut_fraction", [0.13, 0.5, 0.77])
