@@ -18,6 +18,18 @@ from wtbi_monitor.training.dataset import build_windows
 
 torch.set_num_threads(2)
 
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the tests marked `gpu` where no CUDA device is available."""
+    del config
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (marked gpu)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 TINY_FIT = FitConfig(
     batch_size=64,
     pretrain_epochs=2,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import get_args
 
 import pytest
+import torch
 from pydantic import ValidationError
 
+from wtbi_monitor import cli
 from wtbi_monitor.config import ModelSettings, load_settings
 from wtbi_monitor.config_docs import render
 from wtbi_monitor.errors import ConfigurationError
@@ -73,3 +76,17 @@ def test_model_family_takes_exactly_the_families_of_the_table():
     assert get_args(ModelSettings.model_fields["family"].annotation) == tuple(FAMILIES)
     with pytest.raises(ValidationError, match="family"):
         ModelSettings(family="no_such_family")  # type: ignore[arg-type]
+
+
+def test_model_threads_sets_torch_threads_for_the_process(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("WTBI_MODEL__THREADS", "1")
+        assert cli._settings(argparse.Namespace(config=None), {}).model.threads == 1
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("WTBI_MODEL__THREADS", "0")  # 0: leave torch's choice alone
+        torch.set_num_threads(before)
+        cli._settings(argparse.Namespace(config=None), {})
+        assert torch.get_num_threads() == before
+    finally:
+        torch.set_num_threads(before)

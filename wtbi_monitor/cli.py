@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
+import torch
 from numpy.typing import NDArray
 from pydantic import ValidationError
 from tqdm import tqdm
@@ -83,7 +84,10 @@ def _overrides(args: argparse.Namespace, mapping: dict[str, tuple[str, str]]) ->
 
 
 def _settings(args: argparse.Namespace, mapping: dict[str, tuple[str, str]]) -> Settings:
-    return load_settings(args.config, **_overrides(args, mapping))
+    settings = load_settings(args.config, **_overrides(args, mapping))
+    if settings.model.threads:  # process-wide: training, scoring and the daemon alike
+        torch.set_num_threads(settings.model.threads)
+    return settings
 
 
 _MODEL_FLAGS = {

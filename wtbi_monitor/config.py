@@ -126,6 +126,22 @@ class ModelSettings(_Section):
     objective: Objective = Field(default="soft", description="SVDD boundary: hard or soft")
     preset: Preset = Field(default="paper", description="network size: paper or small")
     device: DeviceName = Field(default="auto", description="auto (CUDA if available), cpu, cuda")
+    precision: Literal["fp32", "bf16"] = Field(
+        default="fp32",
+        description="scoring: bf16 runs the network forward under bf16 autocast (statistics "
+        "after it stay float32/float64); fp32 default (docs/models/iae_lstm_kl.md)",
+    )
+    cuda_graphs: bool = Field(
+        default=True,
+        description="on CUDA, capture the scoring forward once per fixed batch-size bucket "
+        "and replay it (SVDD family)",
+    )
+    threads: int = Field(
+        default=0,
+        ge=0,
+        description="CPU threads of torch's operators (0: torch's default, one per core); "
+        "1 where the broker, the database or other work shares the cores (docs/benchmarks.md)",
+    )
     lambda_rec: float = Field(default=1.0, ge=0, description="weight of the reconstruction loss")
     lambda_kl: float = Field(default=0.1, ge=0, description="weight of the KL penalty")
     nu: float = Field(default=0.1, gt=0, lt=1, description="soft-boundary outlier fraction")
@@ -443,12 +459,12 @@ class KafkaSettings(_Section):
     heartbeat_interval_ms: int = Field(default=3_000, ge=100, description="group heartbeat")
     max_poll_interval_ms: int = Field(default=300_000, ge=1000, description="see pitfalls")
     fetch_max_wait_ms: int = Field(
-        default=100,
+        default=50,
         ge=1,
         le=10_000,
         description="longest the broker may hold a fetch without new data; a broker that "
         "does not answer as soon as records arrive adds up to this much latency "
-        "(aiokafka's default is 500)",
+        "(aiokafka's default is 500; lower means more empty fetches: docs/benchmarks.md)",
     )
     auto_offset_reset: Literal["earliest", "latest"] = Field(
         default="earliest", description="where a new group starts"

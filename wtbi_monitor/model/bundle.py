@@ -45,6 +45,7 @@ from wtbi_monitor.model.manifest import (
     read_manifest,
     write_manifest,
 )
+from wtbi_monitor.model.neural import NeuralDetector, Precision
 from wtbi_monitor.model.registry import detector_from_manifest, detector_kind
 from wtbi_monitor.preprocessing import DerivedChannels, MinMaxScaler
 from wtbi_monitor.preprocessing.derived import missing_sources
@@ -230,7 +231,7 @@ class Bundle:
         Per-channel errors are needed only for windows scoring at least `channels_at`.
         """
         n = raw_windows.shape[0]
-        scaled, _ = self.scaler.transform(raw_windows)
+        scaled = self.scaler.scale(raw_windows)
         outside = (raw_windows < self.scaler.minimum) | (raw_windows > self.scaler.maximum)
         clip = outside.reshape(n, -1).mean(axis=1) if n else np.empty(0)
         out = self.detector.score_details(
@@ -321,8 +322,13 @@ def load_bundle(
     device: torch.device | None = None,
     expected: PreprocessingSettings | None = None,
     threshold_override: float | None = None,
+    precision: Precision = "fp32",
+    cuda_graphs: bool = True,
 ) -> Bundle:
     """Load, verify and (optionally) check a bundle against the configured preprocessing.
+
+    `precision` and `cuda_graphs` (`model.precision`, `model.cuda_graphs`) set how a
+    neural detector scores (`NeuralDetector.set_inference`); other detectors ignore them.
 
     Raises:
         BundleError: files missing or unreadable, or the manifest is not one.
@@ -349,6 +355,8 @@ def load_bundle(
         msg = f"{weights}: tensors do not fit the manifest's network ({exc})"
         raise BundleError(msg) from exc
     detector.set_calibration(detector.calibration_scores_, manifest.threshold, manifest.target_fpr)
+    if isinstance(detector, NeuralDetector):
+        detector.set_inference(precision=precision, cuda_graphs=cuda_graphs)
     bundle = Bundle(
         path=folder,
         manifest=manifest,

@@ -5,13 +5,22 @@ iae_lstm_kl, iae_kl, iae_lstm, dlsvdd, dlsvdd_kl, dsvdd_kl, deep_svdd, iaead, ea
 hard or soft boundary. They differ only in network switches (LSTM, decoder, gates) and in
 loss weights (lambda_rec, lambda_kl). `ReconstructionDetector` covers cae, toll, ae and
 deep_ae, scored by reconstruction error (plus Toll's latent-norm term).
+
+Scoring options (`NeuralDetector.set_inference`, from `model.precision` and
+`model.cuda_graphs`): the network forward of the SVDD family and of the autoencoders may run
+under bf16 autocast, with the score statistics after it in float32/float64. On CUDA, the
+SVDD family pads each inference chunk to a fixed batch-size bucket (`bucket_size`) and,
+with CUDA graphs on, replays the forward captured once per bucket. Rows are independent in
+eval mode (BatchNorm folded or in eval mode, a single-step LSTM per window), so padding
+rows change no real row's score. The CPU path neither pads nor captures.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from dataclasses import replace
-from typing import Any, ClassVar, Self
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, Literal, NamedTuple, Self
 
 import numpy as np
 import torch
@@ -36,6 +45,45 @@ from wtbi_monitor.model.trainer import FitConfig, LossParts, ProgressCallback, T
 #: trivially matched by the zero map, which invites collapse).
 CENTER_EPS = 0.1
 INFERENCE_BATCH = 1024
+#: Smallest batch-size bucket on CUDA; buckets are powers of two up to INFERENCE_BATCH.
+BUCKET_MIN = 64
+#: Eager runs of the forward on a side stream before a CUDA graph is captured (torch docs:
+#: lazy initialisation, cuDNN workspaces and autotuning must happen outside the capture).
+GRAPH_WARMUP = 3
+
+#: Numerical precision of the scoring network forward (`model.precision`).
+Precision = Literal["fp32", "bf16"]
+PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16")
+
+
+def bucket_size(rows: int, *, smallest: int = BUCKET_MIN, largest: int = INFERENCE_BATCH) -> int:
+    """The fixed batch size a chunk of `rows` windows is padded to on CUDA.
+
+    The next power of two at or above `rows`, at least `smallest` and at most `largest`:
+    a handful of shapes, each captured once as a CUDA graph.
+
+    Raises:
+        ValueError: `rows` is not in 1..largest.
+    """
+    if not 1 <= rows <= largest:
+        msg = f"a chunk has 1 to {largest} rows, got {rows}"
+        raise ValueError(msg)
+    return min(largest, max(smallest, 1 << (rows - 1).bit_length()))
+
+
+def pad_rows(batch: Tensor, size: int) -> Tensor:
+    """`batch` (n, ...) with zero rows appended up to `size` rows (`batch` itself if n == size).
+
+    Raises:
+        ValueError: `batch` has more than `size` rows.
+    """
+    n = batch.shape[0]
+    if n > size:
+        msg = f"cannot pad {n} rows down to {size}"
+        raise ValueError(msg)
+    if n == size:
+        return batch
+    return torch.cat([batch, batch.new_zeros((size - n, *batch.shape[1:]))])
 
 
 class NeuralDetector(Detector):
@@ -45,6 +93,8 @@ class NeuralDetector(Detector):
         super().__init__()
         self.spec = spec
         self._device = torch.device("cpu")
+        self._precision: Precision = "fp32"
+        self._cuda_graphs = True
 
     @property
     def module(self) -> nn.Module:
@@ -69,6 +119,44 @@ class NeuralDetector(Detector):
         self._device = device
         return self
 
+    def set_inference(self, *, precision: Precision = "fp32", cuda_graphs: bool = True) -> Self:
+        """Choose how scoring runs (`model.precision`, `model.cuda_graphs`); training is fp32.
+
+        precision "bf16": the network forward of the SVDD family and the autoencoders runs
+        under bf16 autocast, the distances and standardisation after it in float32/float64
+        (other neural baselines score in fp32 whatever is set). cuda_graphs: on CUDA, the
+        SVDD family replays its forward from a CUDA graph per batch-size bucket; without
+        it, chunks are still padded to the buckets but run eagerly. Both leave the CPU
+        path's shapes alone. Drops cached inference forms and graphs.
+        """
+        if precision not in PRECISIONS:
+            msg = f"precision must be one of {PRECISIONS}, got {precision!r}"
+            raise ConfigurationError(msg)
+        self._invalidate()
+        self._precision = precision
+        self._cuda_graphs = cuda_graphs
+        return self
+
+    @property
+    def precision(self) -> Precision:
+        """Precision of the scoring network forward ("fp32" or "bf16")."""
+        return self._precision
+
+    @property
+    def cuda_graphs(self) -> bool:
+        """Whether scoring on CUDA replays captured graphs (SVDD family)."""
+        return self._cuda_graphs
+
+    def _autocast(self) -> contextlib.AbstractContextManager[object]:
+        """bf16 autocast around a network forward when precision is bf16, else nothing.
+
+        The autocast weight cache is off: it cannot be used inside a CUDA graph capture,
+        and one forward casts each weight once anyway.
+        """
+        if self._precision == "bf16":
+            return torch.autocast(self._device.type, dtype=torch.bfloat16, cache_enabled=False)
+        return contextlib.nullcontext()
+
     def _model_tensors(self) -> dict[str, Tensor]:
         return {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
 
@@ -81,10 +169,15 @@ class NeuralDetector(Detector):
     def _invalidate(self) -> None:
         """Drop caches derived from the weights (subclasses extend)."""
 
-    def _as_tensor(self, windows: F32) -> Tensor:
+    def _host_tensor(self, windows: F32) -> Tensor:
+        """The windows as a CPU tensor, page-locked when bound for a GPU (asynchronous copy)."""
         t = torch.from_numpy(windows)
+        return t.pin_memory() if self._device.type == "cuda" else t
+
+    def _as_tensor(self, windows: F32) -> Tensor:
+        t = self._host_tensor(windows)
         if self._device.type == "cuda":
-            return t.pin_memory().to(self._device, non_blocking=True)
+            return t.to(self._device, non_blocking=True)
         return t
 
     def _fit(
@@ -238,6 +331,36 @@ class _SVDDModule(nn.Module):
             )
 
 
+class _Forward(NamedTuple):
+    """The network's per-row outputs that the SVDD scores are computed from, float32.
+
+    Attributes:
+        z: z (B, rep_dim); for the decoder-less product score, the encoder features
+            (B, feature_dim) instead.
+        recon: the reconstruction (B, L, C) where the score uses it (product score with a
+            decoder), else None.
+    """
+
+    z: Tensor
+    recon: Tensor | None
+
+    def rows(self, n: int) -> _Forward:
+        """The first `n` rows (slices off the padding of a bucket)."""
+        return _Forward(self.z[:n], None if self.recon is None else self.recon[:n])
+
+
+@dataclass(frozen=True)
+class _CapturedForward:
+    """A CUDA graph of `SVDDDetector._network_forward` at one batch size.
+
+    Replaying it reads `windows` and overwrites `out` in place; both belong to the graph.
+    """
+
+    graph: torch.cuda.CUDAGraph
+    windows: Tensor
+    out: _Forward
+
+
 class SVDDDetector(NeuralDetector):
     """IAE-LSTM-KL and every relative scored by the distance to a centre (model-spec 3-5).
 
@@ -300,6 +423,8 @@ class SVDDDetector(NeuralDetector):
         self._module = _SVDDModule(spec)
         self._aux_decoder: ConvDecoder | None = None
         self._embedder: InferenceEmbedder | None = None  # built on first score
+        #: CUDA graphs of the scoring forward by (bucket, precision), captured on first use.
+        self._graphs: dict[tuple[int, Precision], _CapturedForward] = {}
 
     @property
     def module(self) -> nn.Module:
@@ -307,7 +432,9 @@ class SVDDDetector(NeuralDetector):
         return self._module
 
     def _invalidate(self) -> None:
+        # The graphs hold the addresses of the embedder's and decoder's weights.
         self._embedder = None
+        self._graphs = {}
 
     @property
     def net(self) -> IAENet:
@@ -499,17 +626,89 @@ class SVDDDetector(NeuralDetector):
         recon = self.net.decode(z) if decode_all and self.net.decoder is not None else None
         return z, d, recon
 
+    def _network_forward(self, batch: Tensor) -> _Forward:
+        """The network part of the score (what bf16 and the CUDA graphs cover), float32.
+
+        Everything after it (distances, Mahalanobis, standardisation) runs in float32 and
+        float64 whatever the precision.
+        """
+        embedder = self._embedder_ready()
+        decoder = self.net.decoder
+        with self._autocast():
+            if self.product and decoder is None:
+                return _Forward(embedder.features(batch).float(), None)
+            z = embedder(batch)
+            recon = self.net.decode(z) if self.product and decoder is not None else None
+        return _Forward(z.float(), None if recon is None else recon.float())
+
+    def _forward_rows(self, batch: Tensor) -> _Forward:
+        """`_network_forward` as scoring runs it: on CUDA padded to a bucket (a graph).
+
+        A batch above the largest bucket (only a direct caller passes one: `_score` chunks
+        by INFERENCE_BATCH) runs eagerly as it is.
+        """
+        if self._device.type != "cuda" or batch.shape[0] > INFERENCE_BATCH:
+            return self._network_forward(batch)
+        size = bucket_size(batch.shape[0])
+        if self._cuda_graphs:
+            return self._replay(batch, size)
+        return self._padded_forward(batch, size)
+
+    def _padded_forward(self, batch: Tensor, size: int) -> _Forward:
+        """`_network_forward` on `batch` zero-padded to `size` rows, the padding sliced off."""
+        return self._network_forward(pad_rows(batch, size)).rows(batch.shape[0])
+
+    @torch.inference_mode()
+    def _replay(self, batch: Tensor, size: int) -> _Forward:
+        """`_padded_forward` by replaying the graph of bucket `size` (captured if new).
+
+        The returned rows are views of the graph's outputs, valid until its next replay;
+        `_score_batch` derives new tensors from them at once. Inference mode always: the
+        static buffers are inference tensors, written in place.
+        """
+        key = (size, self._precision)
+        captured = self._graphs.get(key)
+        if captured is None:
+            captured = self._graphs[key] = self._capture(size, batch)
+        n = batch.shape[0]
+        captured.windows[:n].copy_(batch)
+        captured.windows[n:].zero_()  # the padding: finite, and the same at every replay
+        captured.graph.replay()
+        return captured.out.rows(n)
+
+    def _capture(self, size: int, like: Tensor) -> _CapturedForward:
+        """Capture `_network_forward` at `size` rows on `like`'s CUDA device.
+
+        As torch.cuda.graphs requires: a static input allocated before the capture, and
+        warm-up runs on a side stream first.
+        """
+        self._embedder_ready()  # built on the main stream, where it is used
+        windows = like.new_zeros((size, *like.shape[1:]))
+        stream = torch.cuda.current_stream(like.device)
+        side = torch.cuda.Stream(like.device)  # type: ignore[no-untyped-call]  # torch: untyped
+        side.wait_stream(stream)
+        with torch.cuda.stream(side):
+            for _ in range(GRAPH_WARMUP):
+                self._network_forward(windows)
+        stream.wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = self._network_forward(windows)
+        return _CapturedForward(graph, windows, out)
+
     def _score_batch(
         self, batch: Tensor, *, with_channels: bool, channels_at: float = -math.inf
     ) -> tuple[Tensor, Tensor | None]:
         product = self.product
+        out = self._forward_rows(batch)
         if product and self.net.decoder is None:
-            features = self._embedder_ready().features(batch)
             stats = self._module.score_stats
-            score = (self._mahalanobis(features) - stats[0]) / stats[1]
+            score = (self._mahalanobis(out.z) - stats[0]) / stats[1]
+            # Gradient attribution runs eagerly in fp32, outside any graph.
             channels = self._gradient_channels(batch, score, channels_at) if with_channels else None
             return score, channels
-        z, d, recon = self._terms(batch, decode_all=product)
+        z, recon = out
+        d = squared_distance(z, self._module.center)
         if product:
             stats = self._module.score_stats
             score = (d.double() - stats[0]) / stats[1]
@@ -529,9 +728,9 @@ class SVDDDetector(NeuralDetector):
             hot = score.double() >= channels_at  # float64, as the caller compares
             channels = batch.new_zeros(batch.shape[0], batch.shape[-1])
             if bool(hot.any()):
-                channels[hot] = channel_errors(batch[hot], self.net.decode(z[hot])).to(
-                    channels.dtype
-                )
+                with self._autocast():
+                    hot_recon = self.net.decode(z[hot])
+                channels[hot] = channel_errors(batch[hot], hot_recon.float()).to(channels.dtype)
         return score, channels
 
     @torch.no_grad()
@@ -566,14 +765,14 @@ class SVDDDetector(NeuralDetector):
         config: FitConfig,
         progress: ProgressCallback | None,
     ) -> dict[str, Any]:
-        self._embedder = None
+        self._invalidate()
         self._faulty = None
         self.warmup_epochs = config.warmup_epochs
         summary = super()._fit(train, validation, config, progress)
         if not torch.isfinite(self._module.center).all():
             msg = "the centre was not initialised; training did not run"
             raise TrainingError(msg)
-        self._embedder = None  # the kept weights and BatchNorm statistics
+        self._invalidate()  # the kept weights and BatchNorm statistics
         reference = validation if validation is not None and validation.shape[0] >= 2 else train
         self.fit_score_stats(torch.from_numpy(np.ascontiguousarray(reference)).to(self.device))
         self._faulty = None
@@ -688,7 +887,9 @@ class ReconstructionDetector(NeuralDetector):
         self, batch: Tensor, *, with_channels: bool, channels_at: float = -math.inf
     ) -> tuple[Tensor, Tensor | None]:
         del channels_at  # the reconstruction is computed anyway: channels cost nothing more
-        z, recon = self._forward(batch)
+        with self._autocast():
+            z, recon = self._forward(batch)
+        z, recon = z.float(), recon.float()  # the error terms in float32 (a no-op in fp32)
         score = reconstruction_error(batch, recon)
         if self.beta > 0:
             score = score + self.beta * z.pow(2).sum(dim=1)

@@ -69,6 +69,12 @@ class MinMaxScaler:
         np.clip(scaled, -self.margin, 1.0 + self.margin, out=scaled)
         return scaled.astype(np.float32), outside
 
+    def scale(self, values: NDArray[np.float64]) -> NDArray[np.float32]:
+        """`transform` without counting the values outside (the scoring path's form)."""
+        scaled = (values - self.minimum) / self.span
+        np.clip(scaled, -self.margin, 1.0 + self.margin, out=scaled)
+        return scaled.astype(np.float32)
+
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form for the bundle manifest."""
         return {
