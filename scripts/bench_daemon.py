@@ -47,7 +47,7 @@ from wtbi_monitor.cli import open_service
 from wtbi_monitor.config import PreprocessingSettings, Settings, SimulationSettings
 from wtbi_monitor.data.synthetic import FarmSimulator
 from wtbi_monitor.logs import configure_logging
-from wtbi_monitor.model import load_bundle, save_bundle
+from wtbi_monitor.model import load_bundle, resolve_device, save_bundle
 from wtbi_monitor.model.bundle import Bundle, build_manifest
 from wtbi_monitor.model.detector import Detector, ScoreOutput
 from wtbi_monitor.preprocessing.scaling import MinMaxScaler
@@ -105,29 +105,47 @@ def paper_bundle(folder: Path, preset: str, frames: list[Any]) -> Path:
     return save_bundle(folder, Bundle(None, manifest, detector, scaler))
 
 
+OVERRIDES: dict[str, dict[str, Any]] = {}  # section -> key -> value; set by --set
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """'section.key=value' (the value read as JSON when it parses, else as a string)."""
+    name, _, raw = text.partition("=")
+    section, _, key = name.partition(".")
+    if not (section and key and raw):
+        msg = f"--set wants section.key=value, got {text!r}"
+        raise SystemExit(msg)
+    try:
+        value: Any = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return section, key, value
+
+
 def settings_for(servers: LocalServers, bundle: Path, uid: str) -> Settings:
-    """Fresh topics, group and measurement per run."""
-    return Settings.model_validate(
-        {
-            "kafka": {
-                "bootstrap_servers": servers.bootstrap,
-                "input_topic": f"bench-in-{uid}",
-                "alert_topic": f"bench-alerts-{uid}",
-                "dead_letter_topic": f"bench-dlq-{uid}",
-                "state_topic": f"bench-state-{uid}",
-                "group_id": f"bench-{uid}",
-                "session_timeout_ms": 6000,
-                "heartbeat_interval_ms": 1000,
-            },
-            "influx": {
-                "url": servers.influx_url,
-                "score_measurement": f"bench_score_{uid}",
-                "alarm_measurement": f"bench_alarm_{uid}",
-            },
-            "service": {"bundle": str(bundle), "http_port": 0},
-            "logging": {"level": "warning"},
-        }
-    )
+    """Fresh topics, group and measurement per run (plus the --set overrides)."""
+    base: dict[str, dict[str, Any]] = {
+        "kafka": {
+            "bootstrap_servers": servers.bootstrap,
+            "input_topic": f"bench-in-{uid}",
+            "alert_topic": f"bench-alerts-{uid}",
+            "dead_letter_topic": f"bench-dlq-{uid}",
+            "state_topic": f"bench-state-{uid}",
+            "group_id": f"bench-{uid}",
+            "session_timeout_ms": 6000,
+            "heartbeat_interval_ms": 1000,
+        },
+        "influx": {
+            "url": servers.influx_url,
+            "score_measurement": f"bench_score_{uid}",
+            "alarm_measurement": f"bench_alarm_{uid}",
+        },
+        "service": {"bundle": str(bundle), "http_port": 0},
+        "logging": {"level": "warning"},
+    }
+    for section, values in OVERRIDES.items():
+        base[section] = {**base.get(section, {}), **values}
+    return Settings.model_validate(base)
 
 
 COMPACT = False  # schema 2 (array) messages; set by --compact
@@ -304,9 +322,15 @@ async def bare_consumer(settings: Settings, readings: int) -> dict[str, float]:
     return {"bare_readings_per_s": timed / wall, "bare_readings_per_cpu_s": timed / cpu}
 
 
+def device_name() -> str:
+    """Where the daemon scores (model.device auto, as `serve`): the GPU's name or CPU."""
+    device = resolve_device("auto")
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+
+
 def model_only(bundle: Path, detector: Detector | None, seconds: float, batch: int) -> float:
     """Windows/s of the detector alone on scaled windows, batch = service.score_batch_size."""
-    det = detector or load_bundle(bundle).detector
+    det = detector or load_bundle(bundle, device=resolve_device("auto")).detector  # as serve
     x = np.random.default_rng(1).random((batch, 26, 26), dtype=np.float32)
     for _ in range(3):
         det.score(x)
@@ -332,7 +356,16 @@ def main() -> None:
     parser.add_argument(
         "--only", choices=["model", "trivial"], help="run one detector case (default: both)"
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a daemon setting for this run, e.g. kafka.fetch_max_wait_ms=100 (repeatable)",
+    )
     args = parser.parse_args()
+    for section, key, value in map(parse_override, args.set):
+        OVERRIDES.setdefault(section, {})[key] = value
     global COMPACT  # noqa: PLW0603 - a module switch read by produce()
     COMPACT = args.compact
     torch.set_num_threads(args.threads)
@@ -357,6 +390,8 @@ def main() -> None:
             results: dict[str, Any] = {
                 "messages": "schema 2 (array)" if args.compact else "schema 1 (object)",
                 "cpu_count": os.cpu_count(),
+                "device": device_name(),
+                "overrides": OVERRIDES,
                 "torch_threads": torch.get_num_threads(),
                 "farm_readings": total,
             }
@@ -380,6 +415,7 @@ def main() -> None:
             servers.stop()
 
     print(
+        f"scoring device {results['device']}, "
         f"cores {results['cpu_count']}, torch threads {results['torch_threads']}, "
         f"messages {results['messages']}"
     )

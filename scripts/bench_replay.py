@@ -11,7 +11,7 @@ and the paper-size IAE-LSTM-KL with random weights (speed does not depend on the
 
     python scripts/bench_replay.py                         # both detectors, best device
     python scripts/bench_replay.py --only trivial --turbines 8 --days 1 --json out.json
-    python scripts/bench_replay.py --device cuda --days 7   # on a GPU machine
+    python scripts/bench_replay.py --device cuda --precision bf16 --paper-days 2   # a GPU
 
 Target (issue 13, on an H100/H200-class GPU): >= 125,000 readings/s with the paper model.
 """
@@ -124,11 +124,16 @@ def main() -> None:
     parser.add_argument("--paper-days", type=float, default=0.1, help="data for the model case")
     parser.add_argument("--only", choices=["trivial", "model"])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--rounds", type=int, default=2, help="best of")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    results: dict[str, Any] = {"device": args.device, "torch_threads": torch.get_num_threads()}
+    results: dict[str, Any] = {
+        "device": args.device,
+        "precision": args.precision,
+        "torch_threads": torch.get_num_threads(),
+    }
     with tempfile.TemporaryDirectory(prefix="wtbi-bench-") as tmp:
         root = Path(tmp)
         cases = [("trivial", args.days), ("model", args.paper_days)]
@@ -141,7 +146,7 @@ def main() -> None:
             settings = Settings.model_validate(
                 {
                     "service": {"bundle": str(bundle)},
-                    "model": {"device": args.device},
+                    "model": {"device": args.device, "precision": args.precision},
                     "logging": {"level": "warning"},
                 }
             )

@@ -409,22 +409,29 @@ class StreamProcessor:
         tails = scored.tail_probability.tolist()
         clips = scored.clip_fraction.tolist()
         has = scored.has_channels.tolist()
+        temperature, power, wind = inputs.temperature, inputs.power, inputs.wind
+        rule, flagged = inputs.rule, inputs.flagged
         thresholds = np.empty(n)
         gated: dict[str, int] = {}
         drift: dict[str, bool] = {}
         for i, tid in enumerate(prepared.turbines):
             machine = self.turbines[tid].alarm
-            thresholds[i] = machine.levels.threshold
+            threshold = machine.levels.threshold
+            thresholds[i] = threshold
             before = machine.drifting
-            w = WindowScore(
+            w = WindowScore(  # the fields of `inputs.at(i)` spelled out: no dict per window
                 turbine_id=tid,
                 time_ms=times[i],
                 score=scores[i],
-                threshold=machine.levels.threshold,
+                threshold=threshold,
                 tail_probability=tails[i],
                 channel_errors=scored.channel_error[i] if has[i] else None,
                 clip_fraction=clips[i],
-                **inputs.at(i),
+                ambient_temp=temperature[i],
+                power=power[i],
+                wind_speed=wind[i],
+                rule=rule[i],
+                flagged=flagged[i],
             )
             event = machine.update(w)
             if machine.last_gate is not None:
