@@ -85,9 +85,14 @@ def _overrides(args: argparse.Namespace, mapping: dict[str, tuple[str, str]]) ->
 
 def _settings(args: argparse.Namespace, mapping: dict[str, tuple[str, str]]) -> Settings:
     settings = load_settings(args.config, **_overrides(args, mapping))
-    if settings.model.threads:  # process-wide: training, scoring and the daemon alike
-        torch.set_num_threads(settings.model.threads)
+    apply_threads(settings)
     return settings
+
+
+def apply_threads(settings: Settings) -> None:
+    """`model.threads` for torch's operators, process-wide (0: leave torch's choice)."""
+    if settings.model.threads:
+        torch.set_num_threads(settings.model.threads)
 
 
 _MODEL_FLAGS = {
@@ -413,6 +418,7 @@ def _add_service_flags(p: argparse.ArgumentParser) -> None:
 
 def build_processor(settings: Settings) -> StreamProcessor:
     """Load the configured bundle onto its device and wrap it in the stream processor."""
+    apply_threads(settings)  # also for callers that did not come through the command line
     bundle = load_bundle(
         settings.service.bundle,
         device=resolve_device(settings.model.device),

@@ -73,9 +73,7 @@ def replay_messages(
     """Process messages in micro-batches of `batch_records`, as the daemon would."""
     for start in range(0, len(messages), batch_records):
         records = [
-            InputRecord(
-                partition=0, offset=start + i, key=turbine.encode(), value=message, topic="replay"
-            )
+            _record(start + i, turbine, message)
             for i, (_t, turbine, message) in enumerate(messages[start : start + batch_records])
         ]
         yield processor.process(records)
@@ -105,7 +103,7 @@ def replay_frames(
             msg = f"turbine {f.turbine_id}: replay_frames needs a processor without its state"
             raise ValueError(msg)
     cap = processor.max_turbines
-    if cap is not None and len(frames) > cap:
+    if cap is not None and len(frames) + len(processor.turbines) > cap:
         log.info("replay_through_messages", turbines=len(frames), max_turbines=cap)
         messages = frames_to_messages(frames, channels)
         yield from replay_messages(processor, messages, batch_records=chunk)
@@ -154,43 +152,48 @@ def _replay_frame(
     offsets: NDArray[np.int64],
     chunk: int,
 ) -> Iterator[BatchResult]:
-    """One turbine's readings in chunks; flagged readings judged by the decoder."""
+    """One turbine's readings in chunks; flagged readings judged by the decoder, per chunk."""
     n = len(frame)
     groups = frame.groups if frame.groups is not None else np.full(n, -1, dtype=np.int64)
-    key = frame.turbine_id.encode()
-    accepted = np.ones(n, dtype=np.bool_)
-    dead: dict[int, DeadLetterRecord] = {}
-    flagged = np.flatnonzero(_suspects(processor, frame)).tolist()
-    if flagged:
-        records = [
-            InputRecord(
-                partition=0,
-                offset=int(offsets[i]),
-                key=key,
-                value=encode_reading(
-                    frame.turbine_id,
-                    int(frame.times_ms[i]),
-                    frame.values[i],
-                    processor.decoder.channels,
-                    group=None if frame.groups is None else int(frame.groups[i]),
-                ),
-                topic="replay",
-            )
-            for i in flagged
-        ]
-        verdicts = processor.decoder.decode_batch([(r.value, r.key) for r in records])
-        for j, error in verdicts.errors.items():
-            dead[flagged[j]] = DeadLetterRecord(records[j], error.reason, error.detail)
-            accepted[flagged[j]] = False
+    suspect = _suspects(processor, frame)
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        rows = start + np.flatnonzero(accepted[start:stop])
+        accepted = np.ones(stop - start, dtype=np.bool_)
+        dead = []
+        flagged = (start + np.flatnonzero(suspect[start:stop])).tolist()
+        if flagged:
+            records = [_message_record(frame, i, int(offsets[i]), processor) for i in flagged]
+            verdicts = processor.decoder.decode_batch([(r.value, r.key) for r in records])
+            for j, error in sorted(verdicts.errors.items()):
+                dead.append(DeadLetterRecord(records[j], error.reason, error.detail))
+                accepted[flagged[j] - start] = False
+        rows = start + np.flatnonzero(accepted)
         prepared = processor.prepare_readings(
             frame.turbine_id,
             frame.times_ms[rows],
             frame.values[rows],
             groups[rows],
-            last_offset=int(offsets[stop - 1]),
-            dead_letters=[dead[i] for i in range(start, stop) if i in dead],
+            offsets[rows],
+            dead_letters=dead,
         )
         yield processor.finish(prepared, processor.score(prepared))
+
+
+def _message_record(
+    frame: TurbineFrame, i: int, offset: int, processor: StreamProcessor
+) -> InputRecord:
+    """Reading i of `frame` as the record `replay_messages` gives it."""
+    message = encode_reading(
+        frame.turbine_id,
+        int(frame.times_ms[i]),
+        frame.values[i],
+        processor.decoder.channels,
+        group=None if frame.groups is None else int(frame.groups[i]),
+    )
+    return _record(offset, frame.turbine_id, message)
+
+
+def _record(offset: int, turbine_id: str, message: bytes) -> InputRecord:
+    return InputRecord(
+        partition=0, offset=offset, key=turbine_id.encode(), value=message, topic="replay"
+    )

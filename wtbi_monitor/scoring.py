@@ -328,17 +328,20 @@ class StreamProcessor:
         time_ms: NDArray[np.int64],
         values: NDArray[np.float64],
         groups: NDArray[np.int64],
+        offsets: NDArray[np.int64],
         *,
-        last_offset: int,
         dead_letters: list[DeadLetterRecord] | None = None,
     ) -> Prepared:
         """`prepare` for one turbine's readings given as arrays (a file replay's fast path).
 
         The readings must be ones the decoder accepts (the caller sends the others to
-        `dead_letters`), in the channel order of the decoder, strictly increasing in time
-        and after the turbine's last reading. `groups` holds -1 where a reading has none,
-        as in a decoded batch. The records of the batch are the readings plus the dead
-        letters; `last_offset` is the input offset of the batch's last record.
+        `dead_letters`), in the decoder's channel order, with their input offsets.
+        `groups` holds -1 where a reading has none, as in a decoded batch. The records of
+        the batch are the readings plus the dead letters.
+
+        Raises:
+            RecordError: a time is not strictly after the one before it or the turbine's
+                last reading (`StreamState.push_many`; nothing is consumed).
         """
         dead = dead_letters or []
         k = int(time_ms.shape[0])
@@ -347,15 +350,16 @@ class StreamProcessor:
         if k:
             t = self._turbine(turbine_id, 0)
             out = t.stream.push_many(time_ms, self.derived.apply(turbine_id, values), groups)
-            t.offset = last_offset
+            t.offset = int(offsets[-1])  # the last reading the state contains, as in prepare
             times, windows = out.time_ms, out.values
+        seen = [*offsets[-1:].tolist(), *(d.record.offset for d in dead)]  # readings ascend
         return Prepared(
             turbines=[turbine_id] * int(times.shape[0]),
             time_ms=times,
             windows=windows,
             dead_letters=dead,
             touched={turbine_id} if k else set(),
-            last_offsets={0: last_offset},
+            last_offsets={0: max(seen, default=-1)},
             records=k + len(dead),
             readings=k,
             skipped=0,
@@ -363,7 +367,9 @@ class StreamProcessor:
         )
 
     def score(self, prepared: Prepared) -> Scored:
-        """Score every window of the batch (thread-safe: touches only the model).
+        """Score every window of the batch (off the event loop: touches only the model).
+
+        One call at a time: on CUDA the model replays graphs with static buffers.
 
         The one chunked scorer (`score_chunked`) in chunks of `score_batch_size`; windows
         at or above the clear level also get per-channel errors (for alarm attribution),

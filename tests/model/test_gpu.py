@@ -75,7 +75,7 @@ def test_cuda_scores_equal_cpu_scores_on_the_other_paths(member, score, tiny_win
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_graph_path_equals_the_eager_cuda_path(soft_iae, tiny_windows, precision):
+def test_graph_path_equals_the_eager_cuda_path(soft_iae, tiny_windows, strict_fp32, precision):
     """The same padded shapes, captured or not: equal up to float rounding (the library
     may pick other kernels inside a capture; in bf16 that moves a result by whole bf16
     steps, hence the bf16 tolerance there), and a bucket replayed with fewer rows than

@@ -160,7 +160,9 @@ def test_the_fast_replay_gives_the_message_paths_outputs(tiny_bundle, tiny_farm,
         replay_frames(processor(tiny_bundle, messages=messages, clock=clock), frames, chunk=700)
     )
     assert len(fast) > len(frames), "several chunks per turbine"
-    assert_same_outputs(collect(fast), collect(slow))
+    want_outputs = collect(slow)
+    assert {"raised", "cleared"} <= {e[1] for e in want_outputs[1]}, "must cover alarms"
+    assert_same_outputs(collect(fast), want_outputs)
     want = dead_letters(slow)
     reasons = {row[3] for row in want}
     assert Reason.OUT_OF_RANGE in reasons, "the data must hold sensor faults"
@@ -170,6 +172,31 @@ def test_the_fast_replay_gives_the_message_paths_outputs(tiny_bundle, tiny_farm,
         assert sum(getattr(r, field_name) for r in fast) == sum(
             getattr(r, field_name) for r in slow
         )
+
+
+@pytest.mark.parametrize("case", ["non_ascii_id", "too_long_id", "small_max_bytes"])
+def test_the_fast_replay_judges_ids_and_sizes_like_the_decoder(tiny_bundle, tiny_farm, case):
+    frames = first_hours(tiny_farm, 0.5)
+    if case == "non_ascii_id":  # valid, and escaped differently in JSON than ASCII
+        frames = [dataclasses.replace(frames[0], turbine_id='Tür ö"1'), frames[1]]
+    elif case == "too_long_id":
+        frames = [dataclasses.replace(frames[0], turbine_id="T" * 65), frames[1]]
+    messages = frames_to_messages(frames, SETTINGS.preprocessing.channels)
+    procs = [processor(tiny_bundle, messages=messages) for _ in range(2)]
+    if case == "small_max_bytes":  # turbine 01's messages fit, 02's do not
+        limit = max(len(m) for _, t, m in messages if t == "01")
+        for proc in procs:
+            proc.decoder.max_bytes = limit
+        frames = [frames[0], dataclasses.replace(frames[1], turbine_id="02" + "x" * 40)]
+        messages = frames_to_messages(frames, SETTINGS.preprocessing.channels)
+    fast = list(replay_frames(procs[0], frames, chunk=300))
+    slow = list(replay_messages(procs[1], messages, batch_records=300))
+    want = dead_letters(slow)
+    if case != "non_ascii_id":
+        expected = Reason.TOO_LARGE if case == "small_max_bytes" else Reason.BAD_TURBINE_ID
+        assert expected in {row[3] for row in want}
+    assert dead_letters(fast) == want
+    assert_same_outputs(collect(fast), collect(slow))
 
 
 def test_merge_offsets_are_the_message_order(tiny_farm):

@@ -36,6 +36,13 @@ def _same_records(got: list[dict], want: list[dict]) -> None:
         for name in ("score", "peak_score", "tail_probability"):
             if name in w:
                 assert g[name] == pytest.approx(w[name], rel=1e-5, abs=1e-9)
+        assert [t[0] for t in g.get("top", [])] == [t[0] for t in w.get("top", [])]
+        assert [t[1] for t in g.get("top", [])] == pytest.approx(
+            [t[1] for t in w.get("top", [])], abs=2e-4
+        )
+        assert [c["channel"] for c in g.get("top_channels", [])] == [
+            c["channel"] for c in w.get("top_channels", [])
+        ]
 
 
 @pytest.mark.parametrize("path", ["messages", "frames"])

@@ -66,12 +66,13 @@ class MinMaxScaler:
         """
         scaled = (values - self.minimum) / self.span
         outside = int(np.count_nonzero((scaled < 0.0) | (scaled > 1.0)))
-        np.clip(scaled, -self.margin, 1.0 + self.margin, out=scaled)
-        return scaled.astype(np.float32), outside
+        return self._clipped(scaled), outside
 
     def scale(self, values: NDArray[np.float64]) -> NDArray[np.float32]:
         """`transform` without counting the values outside (the scoring path's form)."""
-        scaled = (values - self.minimum) / self.span
+        return self._clipped((values - self.minimum) / self.span)
+
+    def _clipped(self, scaled: NDArray[np.float64]) -> NDArray[np.float32]:
         np.clip(scaled, -self.margin, 1.0 + self.margin, out=scaled)
         return scaled.astype(np.float32)
 
